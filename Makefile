@@ -1,0 +1,55 @@
+# One development virtualenv for the whole workspace, every package installed editable,
+# third-party packages pinned by requirements.txt (hostless; regenerate with `make lock`).
+SHELL := /bin/bash
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+PACKAGES := shared tools $(sort $(dir $(wildcard services/*/pyproject.toml)))
+PYPROJECTS := $(wildcard */pyproject.toml services/*/pyproject.toml)
+TEST_DIRS := shared tools $(sort $(patsubst %/,%,$(dir $(wildcard services/*/pyproject.toml)))) .
+PYTEST_ARGS ?=
+
+.PHONY: venv test lint fmt run lock clean help
+
+help:
+	@echo "make run    start the whole system (gateway :8080) in the foreground"
+	@echo "make test   run every package's tests against the local PostgreSQL/Redis/RabbitMQ"
+	@echo "make lint   ruff check, ruff format --check, mypy --strict on the shared library"
+	@echo "make fmt    format and auto-fix"
+	@echo "make lock   re-pin requirements.txt from requirements.in"
+
+venv: $(STAMP)
+
+$(STAMP): requirements.txt $(PYPROJECTS)
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	@$(BIN)/python -m pip install -q --disable-pip-version-check uv
+	$(BIN)/uv pip install --python $(BIN)/python -q -r requirements.txt $(addprefix -e ,$(PACKAGES))
+	@touch $(STAMP)
+
+test: $(STAMP)
+	@failed=""; \
+	for dir in $(TEST_DIRS); do \
+		echo "=== tests: $$dir"; \
+		(cd $$dir && $(CURDIR)/$(BIN)/pytest -q $(PYTEST_ARGS)) || failed="$$failed $$dir"; \
+	done; \
+	if [ -n "$$failed" ]; then echo "FAILED in:$$failed"; exit 1; fi; \
+	echo "all test suites passed"
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy --strict shared/src/servicekit
+
+fmt: $(STAMP)
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+
+run: $(STAMP)
+	$(BIN)/python -m svctools.launcher
+
+lock:
+	$(BIN)/uv pip compile requirements.in -o requirements.txt --python-version 3.11 -q
+
+clean:
+	rm -rf $(VENV) .run .pytest_cache .mypy_cache .ruff_cache

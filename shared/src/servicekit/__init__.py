@@ -1,0 +1,1 @@
+"""Shared building blocks of the services: events, messaging, logging, security, health."""

@@ -1,0 +1,104 @@
+"""Database helpers: engines, sessions, creating a service's own database."""
+
+from __future__ import annotations
+
+import asyncpg
+from sqlalchemy import MetaData, text
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.ext.asyncio import (
+    AsyncEngine,
+    AsyncSession,
+    async_sessionmaker,
+    create_async_engine,
+)
+
+NAMING_CONVENTION = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+def new_metadata() -> MetaData:
+    """A MetaData with stable constraint names, so Alembic migrations stay reproducible."""
+    return MetaData(naming_convention=NAMING_CONVENTION)
+
+
+def create_engine(
+    url: str,
+    *,
+    pool_size: int = 10,
+    max_overflow: int = 10,
+    application_name: str | None = None,
+) -> AsyncEngine:
+    """An asyncpg-backed engine with a bounded, pre-pinged pool."""
+    connect_args: dict[str, object] = {"timeout": 5, "command_timeout": 30}
+    if application_name:
+        connect_args["server_settings"] = {"application_name": application_name}
+    return create_async_engine(
+        url,
+        pool_size=pool_size,
+        max_overflow=max_overflow,
+        pool_pre_ping=True,
+        pool_recycle=1800,
+        connect_args=connect_args,
+    )
+
+
+def session_factory(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
+    """Sessions that keep loaded attributes after commit (responses are built after it)."""
+    return async_sessionmaker(engine, expire_on_commit=False)
+
+
+def asyncpg_dsn(url: str | URL) -> str:
+    """The plain ``postgresql://`` DSN asyncpg wants for a SQLAlchemy URL."""
+    parsed = make_url(url) if isinstance(url, str) else url
+    return parsed.set(drivername="postgresql").render_as_string(hide_password=False)
+
+
+def _admin_dsn(url: str) -> tuple[str, str]:
+    parsed = make_url(url)
+    if not parsed.database:
+        raise ValueError(f"database URL names no database: {parsed!r}")
+    return asyncpg_dsn(parsed.set(database="postgres")), parsed.database
+
+
+async def ensure_database(url: str) -> bool:
+    """Create the URL's database if it does not exist; True when it was created."""
+    admin_dsn, name = _admin_dsn(url)
+    conn = await asyncpg.connect(admin_dsn, timeout=10)
+    try:
+        exists = await conn.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", name)
+        if exists:
+            return False
+        try:
+            await conn.execute(f'CREATE DATABASE "{_ident(name)}"')
+        except asyncpg.DuplicateDatabaseError:
+            return False
+        return True
+    finally:
+        await conn.close()
+
+
+async def drop_database(url: str) -> None:
+    """Drop the URL's database, disconnecting its sessions."""
+    admin_dsn, name = _admin_dsn(url)
+    conn = await asyncpg.connect(admin_dsn, timeout=10)
+    try:
+        await conn.execute(f'DROP DATABASE IF EXISTS "{_ident(name)}" WITH (FORCE)')
+    finally:
+        await conn.close()
+
+
+async def ping(engine: AsyncEngine) -> None:
+    """Run ``SELECT 1``; raises when the database does not answer."""
+    async with engine.connect() as conn:
+        await conn.execute(text("SELECT 1"))
+
+
+def _ident(name: str) -> str:
+    if not name.replace("_", "").replace("-", "").isalnum():
+        raise ValueError(f"unsafe database name: {name!r}")
+    return name

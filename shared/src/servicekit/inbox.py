@@ -1,0 +1,37 @@
+"""The inbox: messages a consumer already applied, written in the handler's transaction."""
+
+from __future__ import annotations
+
+import uuid
+
+from sqlalchemy import Column, DateTime, MetaData, String, Table, Uuid, func
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.ext.asyncio import AsyncSession
+
+
+def inbox_columns() -> list[Column[object]]:
+    """Fresh column objects for the inbox table (used by the model and the migration)."""
+    return [
+        Column("consumer", String(200), primary_key=True),
+        Column("message_id", Uuid, primary_key=True),
+        Column("received_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    ]
+
+
+def inbox_table(metadata: MetaData, name: str = "inbox") -> Table:
+    """Add the inbox table to a service's metadata."""
+    return Table(name, metadata, *inbox_columns())
+
+
+async def record_receipt(
+    session: AsyncSession, table: Table, *, consumer: str, message_id: uuid.UUID
+) -> bool:
+    """Insert (consumer, message id); False when it was there already (a redelivery)."""
+    stmt = (
+        insert(table)
+        .values(consumer=consumer, message_id=message_id)
+        .on_conflict_do_nothing()
+        .returning(table.c.message_id)
+    )
+    result = await session.execute(stmt)
+    return result.first() is not None

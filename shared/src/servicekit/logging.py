@@ -1,0 +1,201 @@
+"""Structured logging: one JSON object per line, for structlog and stdlib loggers alike."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import Mapping
+from typing import Any, TextIO
+
+import structlog
+from structlog.typing import EventDict, Processor, WrappedLogger
+
+REDACTED = "[redacted]"
+
+# A key is secret when one of its words is one of these ("access_token", "card_number") ...
+_SECRET_WORDS = frozenset(
+    {
+        "password",
+        "passwd",
+        "pwd",
+        "secret",
+        "token",
+        "authorization",
+        "cookie",
+        "card",
+        "pan",
+        "cvv",
+        "cvc",
+        "apikey",
+        "jwt",
+    }
+)
+# ... or when it contains one of these anywhere ("client_secret", "new_password", "api_key").
+_SECRET_FRAGMENTS = ("password", "secret", "api_key", "private_key", "authorization")
+# Words that look secret but are not.
+_PUBLIC_KEYS = frozenset(
+    {"token_type", "token_url", "event", "level", "logger", "timestamp", "exc_info", "stack_info"}
+)
+_MAX_DEPTH = 4
+
+_HANDLER_MARK = "_servicekit_handler"
+_service_name: str | None = None
+
+
+def is_secret_key(key: str) -> bool:
+    """Tell whether a log key names a value that must never be written out."""
+    normalised = key.lower().replace("-", "_").replace(".", "_")
+    if normalised in _PUBLIC_KEYS:
+        return False
+    if any(fragment in normalised for fragment in _SECRET_FRAGMENTS):
+        return True
+    return any(word in _SECRET_WORDS for word in normalised.split("_"))
+
+
+def _redact(value: Any, depth: int) -> Any:
+    if depth >= _MAX_DEPTH:
+        return value
+    if isinstance(value, Mapping):
+        return {
+            key: REDACTED
+            if isinstance(key, str) and is_secret_key(key)
+            else _redact(item, depth + 1)
+            for key, item in value.items()
+        }
+    if isinstance(value, list):
+        return [_redact(item, depth + 1) for item in value]
+    return value
+
+
+def redact_secrets(_logger: WrappedLogger, _method: str, event_dict: EventDict) -> EventDict:
+    """Replace the values of secret-looking keys (password, token, card…) with "[redacted]"."""
+    for key in list(event_dict):
+        if key in _PUBLIC_KEYS:
+            continue
+        if is_secret_key(key):
+            event_dict[key] = REDACTED
+        else:
+            event_dict[key] = _redact(event_dict[key], 0)
+    return event_dict
+
+
+def _add_service(_logger: WrappedLogger, _method: str, event_dict: EventDict) -> EventDict:
+    if _service_name is not None:
+        event_dict.setdefault("service", _service_name)
+    return event_dict
+
+
+def _shared_processors() -> list[Processor]:
+    return [
+        structlog.contextvars.merge_contextvars,
+        structlog.stdlib.add_log_level,
+        structlog.stdlib.add_logger_name,
+        structlog.processors.TimeStamper(fmt="iso", utc=True, key="timestamp"),
+        _add_service,
+        structlog.stdlib.PositionalArgumentsFormatter(),
+        structlog.processors.StackInfoRenderer(),
+        redact_secrets,
+    ]
+
+
+def configure_logging(
+    *,
+    service: str,
+    json: bool = True,
+    level: str = "INFO",
+    stream: TextIO | None = None,
+) -> None:
+    """Route structlog and stdlib logging (uvicorn included) to one formatted stream.
+
+    Safe to call more than once: the latest call wins. Run uvicorn with ``log_config=None``
+    so it does not install its own handlers afterwards.
+    """
+    global _service_name
+    _service_name = service
+
+    renderer: Processor
+    final: list[Processor] = [structlog.stdlib.ProcessorFormatter.remove_processors_meta]
+    if json:
+        final.append(structlog.processors.format_exc_info)
+        renderer = structlog.processors.JSONRenderer()
+    else:
+        renderer = structlog.dev.ConsoleRenderer(colors=False)
+    final.append(renderer)
+
+    formatter = structlog.stdlib.ProcessorFormatter(
+        foreign_pre_chain=_shared_processors(),
+        processors=final,
+    )
+    handler = logging.StreamHandler(stream if stream is not None else sys.stdout)
+    handler.setFormatter(formatter)
+    setattr(handler, _HANDLER_MARK, True)
+
+    _remove_handlers()
+    root = logging.getLogger()
+    root.addHandler(handler)
+    root.setLevel(level.upper())
+
+    # Uvicorn's own logging config gives its loggers private handlers; send them through ours.
+    for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):
+        uvicorn_logger = logging.getLogger(name)
+        uvicorn_logger.handlers.clear()
+        uvicorn_logger.propagate = True
+
+    structlog.configure(
+        processors=[
+            structlog.stdlib.filter_by_level,
+            *_shared_processors(),
+            structlog.stdlib.ProcessorFormatter.wrap_for_formatter,
+        ],
+        context_class=dict,
+        logger_factory=structlog.stdlib.LoggerFactory(),
+        wrapper_class=structlog.stdlib.BoundLogger,
+        # Not cached, so a later configure_logging (or a test capturing logs) takes effect
+        # for module-level loggers too.
+        cache_logger_on_first_use=False,
+    )
+
+
+def reset_logging() -> None:
+    """Undo configure_logging: remove its handler and restore structlog's defaults."""
+    global _service_name
+    _service_name = None
+    _remove_handlers()
+    structlog.reset_defaults()
+
+
+def _remove_handlers() -> None:
+    root = logging.getLogger()
+    for handler in [h for h in root.handlers if getattr(h, _HANDLER_MARK, False)]:
+        root.removeHandler(handler)
+        handler.close()
+
+
+def get_logger(name: str | None = None) -> structlog.stdlib.BoundLogger:
+    """Return a structlog logger backed by the stdlib logger ``name``."""
+    return structlog.stdlib.get_logger(name)
+
+
+def bind_context(**values: Any) -> None:
+    """Bind values to every log line of the current task (request, message)."""
+    structlog.contextvars.bind_contextvars(**values)
+
+
+def clear_context() -> None:
+    """Forget everything bound with bind_context in the current task."""
+    structlog.contextvars.clear_contextvars()
+
+
+def _context_str(key: str) -> str | None:
+    value = structlog.contextvars.get_contextvars().get(key)
+    return value if isinstance(value, str) else None
+
+
+def current_request_id() -> str | None:
+    """Return the request id bound to the current context, if any."""
+    return _context_str("request_id")
+
+
+def current_correlation_id() -> str | None:
+    """Return the correlation id bound to the current context, if any."""
+    return _context_str("correlation_id")

@@ -1,0 +1,122 @@
+"""Pure ASGI middleware: request/correlation ids, and JSON-only request bodies."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from typing import Any
+from uuid import uuid4
+
+import structlog
+from fastapi import FastAPI
+from starlette.datastructures import Headers, MutableHeaders
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from servicekit.errors import REQUEST_ID_HEADER, UnsupportedMediaType, error_response
+
+CORRELATION_ID_HEADER = "X-Correlation-ID"
+
+_SANE_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
+_JSON_SUFFIX = re.compile(r"application/[a-z0-9!#$&^_.+-]+\+json")
+_BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
+
+
+def sane_id(value: str | None) -> str | None:
+    """Return ``value`` if it is a safe id (1-128 chars of [A-Za-z0-9._:-]), else None."""
+    if value is not None and _SANE_ID.fullmatch(value):
+        return value
+    return None
+
+
+class RequestIdMiddleware:
+    """Give every request an id, bind it (and the correlation id) to the logs, echo it back."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        headers = Headers(scope=scope)
+        request_id = sane_id(headers.get(REQUEST_ID_HEADER)) or uuid4().hex
+        correlation_id = sane_id(headers.get(CORRELATION_ID_HEADER)) or request_id
+        # The 500 handler runs outside this middleware, after the context is reset:
+        # it finds the ids here.
+        state: dict[str, Any] = scope.setdefault("state", {})
+        state["request_id"] = request_id
+        state["correlation_id"] = correlation_id
+
+        async def send_with_id(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                MutableHeaders(scope=message)[REQUEST_ID_HEADER] = request_id
+            await send(message)
+
+        previous = structlog.contextvars.get_contextvars()
+        structlog.contextvars.clear_contextvars()
+        structlog.contextvars.bind_contextvars(request_id=request_id, correlation_id=correlation_id)
+        try:
+            await self.app(scope, receive, send_with_id)
+        finally:
+            structlog.contextvars.clear_contextvars()
+            if previous:
+                structlog.contextvars.bind_contextvars(**previous)
+
+
+def is_json_media_type(content_type: str | None) -> bool:
+    """Tell whether a Content-Type is application/json or application/*+json."""
+    if not content_type:
+        return False
+    media_type = content_type.split(";", 1)[0].strip().lower()
+    return media_type == "application/json" or bool(_JSON_SUFFIX.fullmatch(media_type))
+
+
+class JsonContentTypeMiddleware:
+    """Answer 415 to a POST/PUT/PATCH body that is not JSON, except under ``exempt_paths``."""
+
+    def __init__(self, app: ASGIApp, exempt_paths: Iterable[str] = ()) -> None:
+        self.app = app
+        self.exempt_paths = tuple(exempt_paths)
+
+    def _is_exempt(self, scope: Scope) -> bool:
+        path: str = scope.get("path", "")
+        root_path: str = scope.get("root_path", "")
+        candidates = [path]
+        if root_path and path.startswith(root_path):
+            candidates.append(path[len(root_path) :] or "/")
+        return any(
+            candidate.startswith(prefix) for candidate in candidates for prefix in self.exempt_paths
+        )
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] not in _BODY_METHODS:
+            await self.app(scope, receive, send)
+            return
+
+        headers = Headers(scope=scope)
+        if (
+            _has_body(headers)
+            and not is_json_media_type(headers.get("content-type"))
+            and not self._is_exempt(scope)
+        ):
+            error = UnsupportedMediaType()
+            response = error_response(error.status_code, error.code, error.message)
+            await response(scope, receive, send)
+            return
+        await self.app(scope, receive, send)
+
+
+def _has_body(headers: Headers) -> bool:
+    if "transfer-encoding" in headers:
+        return True
+    try:
+        return int(headers.get("content-length", "0")) > 0
+    except ValueError:
+        return True
+
+
+def install_middleware(app: FastAPI, *, json_exempt_paths: Iterable[str] = ()) -> None:
+    """Add both middlewares in the right order (request ids outermost)."""
+    app.add_middleware(JsonContentTypeMiddleware, exempt_paths=tuple(json_exempt_paths))
+    app.add_middleware(RequestIdMiddleware)

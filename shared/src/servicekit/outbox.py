@@ -1,0 +1,290 @@
+"""Transactional outbox: events are written with the state change and published by a relay.
+
+``Outbox.add()`` inserts the event in the caller's transaction and issues ``pg_notify``, which
+PostgreSQL delivers at commit, so the relay wakes within milliseconds; a polling interval covers
+a lost notification. The relay locks a batch with ``FOR UPDATE SKIP LOCKED`` (several relays can
+run at once, each row is taken by one), publishes with confirms and marks the rows published in
+the same transaction. A crash before that commit leaves the rows pending, so they are published
+again: at-least-once, and consumers' inboxes make the repeat harmless.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import asyncpg
+import orjson
+import structlog
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    DateTime,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    Uuid,
+    delete,
+    func,
+    select,
+    text,
+    update,
+)
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
+
+from servicekit import tracecontext
+from servicekit.bus import HEADER_CORRELATION, HEADER_TRACEPARENT
+from servicekit.db import asyncpg_dsn
+from servicekit.events import EventData, EventEnvelope, new_envelope
+
+log = structlog.get_logger("servicekit.outbox")
+
+PublishFn = Callable[..., Awaitable[None]]
+
+
+def outbox_columns() -> list[Column[Any]]:
+    """Fresh column objects for the outbox table (used by the model and the migration)."""
+    return [
+        Column("id", BigInteger, primary_key=True, autoincrement=True),
+        Column("event_id", Uuid, nullable=False, unique=True),
+        Column("event_type", String(200), nullable=False),
+        Column("payload", JSONB, nullable=False),
+        Column("headers", JSONB, nullable=False),
+        Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+        Column("published_at", DateTime(timezone=True), nullable=True),
+        Column("attempts", Integer, nullable=False, server_default="0"),
+        Column("last_error", Text, nullable=True),
+    ]
+
+
+def outbox_table(metadata: MetaData, name: str = "outbox") -> Table:
+    """Add the outbox table to a service's metadata."""
+    table = Table(name, metadata, *outbox_columns())
+    Index(
+        f"ix_{name}_pending",
+        table.c.id,
+        postgresql_where=table.c.published_at.is_(None),
+    )
+    return table
+
+
+class Outbox:
+    """Writes events into a service's outbox table inside the caller's transaction."""
+
+    def __init__(self, table: Table, *, producer: str) -> None:
+        self.table = table
+        self.producer = producer
+        self.channel = f"{table.name}_pending"
+
+    async def add(
+        self, session: AsyncSession, data: EventData, *, correlation_id: str | None = None
+    ) -> EventEnvelope:
+        """Record an event to be published once (and only if) the transaction commits."""
+        envelope = new_envelope(data, producer=self.producer, correlation_id=correlation_id)
+        headers = {
+            HEADER_CORRELATION: envelope.correlation_id,
+            HEADER_TRACEPARENT: tracecontext.child_of(tracecontext.current_traceparent.get()),
+        }
+        await session.execute(
+            self.table.insert().values(
+                event_id=envelope.id,
+                event_type=envelope.type,
+                payload=envelope.model_dump(mode="json"),
+                headers=headers,
+            )
+        )
+        await session.execute(text("SELECT pg_notify(:channel, '')"), {"channel": self.channel})
+        return envelope
+
+
+class OutboxRelay:
+    """Publishes pending outbox rows, woken by NOTIFY at commit, with a polling fallback."""
+
+    def __init__(
+        self,
+        *,
+        engine: AsyncEngine,
+        table: Table,
+        publish: PublishFn,
+        batch_size: int = 100,
+        poll_interval: float = 1.0,
+        retention: timedelta = timedelta(hours=24),
+    ) -> None:
+        self.engine = engine
+        self.table = table
+        self.publish = publish
+        self.batch_size = batch_size
+        self.poll_interval = poll_interval
+        self.retention = retention
+        self.channel = f"{table.name}_pending"
+        self._wakeup = asyncio.Event()
+        self._stopping = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._listener: asyncpg.Connection | None = None
+        self._last_purge = 0.0
+        self.published_total = 0
+
+    async def start(self) -> None:
+        """Start listening and publishing in the background."""
+        self._stopping.clear()
+        await self._listen()
+        self._task = asyncio.create_task(self._run(), name=f"outbox-relay:{self.table.name}")
+
+    async def stop(self, *, flush_timeout: float = 5.0) -> None:
+        """Publish what is pending (bounded by ``flush_timeout``), then stop."""
+        self._stopping.set()
+        self._wakeup.set()
+        if self._task is not None:
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        if flush_timeout > 0:
+            try:
+                async with asyncio.timeout(flush_timeout):
+                    while await self.publish_pending() > 0:
+                        pass
+            except Exception as exc:
+                log.warning("outbox.flush_incomplete", error=str(exc))
+        await self._unlisten()
+
+    @property
+    def running(self) -> bool:
+        return self._task is not None and not self._task.done()
+
+    async def _listen(self) -> None:
+        try:
+            conn = await asyncpg.connect(asyncpg_dsn(self.engine.url), timeout=5)
+            await conn.add_listener(self.channel, self._on_notify)
+            conn.add_termination_listener(self._on_listener_lost)
+            self._listener = conn
+        except Exception as exc:
+            # Polling still publishes everything; LISTEN is re-tried on the next loop.
+            log.warning("outbox.listen_failed", error=str(exc))
+            self._listener = None
+
+    async def _unlisten(self) -> None:
+        conn, self._listener = self._listener, None
+        if conn is not None and not conn.is_closed():
+            with contextlib.suppress(Exception):
+                await conn.close(timeout=2)
+
+    def _on_notify(self, *_: object) -> None:
+        self._wakeup.set()
+
+    def _on_listener_lost(self, *_: object) -> None:
+        self._listener = None
+
+    async def _run(self) -> None:
+        failures = 0
+        while not self._stopping.is_set():
+            try:
+                if self._listener is None or self._listener.is_closed():
+                    await self._listen()
+                published = await self.publish_pending()
+                failures = 0
+                await self._purge_published()
+                if published >= self.batch_size:
+                    continue
+            except Exception as exc:
+                failures += 1
+                log.warning("outbox.relay_error", error=f"{type(exc).__name__}: {exc}")
+                # Commits keep notifying; back off regardless so a dead broker is not hammered.
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(
+                        self._stopping.wait(), timeout=min(0.1 * 2**failures, 5.0)
+                    )
+                continue
+            await self._sleep(self.poll_interval)
+
+    async def _sleep(self, seconds: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._wakeup.wait(), timeout=seconds)
+        self._wakeup.clear()
+
+    async def publish_pending(self) -> int:
+        """Publish one batch of pending rows; returns how many rows it handled."""
+        t = self.table
+        async with self.engine.begin() as conn:
+            rows = (
+                await conn.execute(
+                    select(t.c.id, t.c.event_id, t.c.event_type, t.c.payload, t.c.headers)
+                    .where(t.c.published_at.is_(None))
+                    .order_by(t.c.id)
+                    .limit(self.batch_size)
+                    .with_for_update(skip_locked=True)
+                )
+            ).all()
+            if not rows:
+                return 0
+            # Sent in row order on one channel; confirms are awaited together.
+            outcomes = await asyncio.gather(
+                *(
+                    self.publish(
+                        orjson.dumps(row.payload),
+                        routing_key=row.event_type,
+                        message_id=str(row.event_id),
+                        event_type=row.event_type,
+                        headers=row.headers,
+                        correlation_id=row.headers.get(HEADER_CORRELATION),
+                    )
+                    for row in rows
+                ),
+                return_exceptions=True,
+            )
+            done = [row.id for row, out in zip(rows, outcomes, strict=True) if out is None]
+            failed = [
+                (row.id, out)
+                for row, out in zip(rows, outcomes, strict=True)
+                if isinstance(out, BaseException)
+            ]
+            if done:
+                await conn.execute(
+                    update(t).where(t.c.id.in_(done)).values(published_at=func.now())
+                )
+            for row_id, error in failed:
+                await conn.execute(
+                    update(t)
+                    .where(t.c.id == row_id)
+                    .values(
+                        attempts=t.c.attempts + 1, last_error=f"{type(error).__name__}: {error}"
+                    )
+                )
+        self.published_total += len(done)
+        if failed:
+            log.warning("outbox.publish_failed", failed=len(failed), published=len(done))
+            raise failed[0][1] if isinstance(failed[0][1], Exception) else RuntimeError("publish")
+        return len(rows)
+
+    async def _purge_published(self) -> None:
+        now = time.monotonic()
+        if now - self._last_purge < 60:
+            return
+        self._last_purge = now
+        cutoff = datetime.now(UTC) - self.retention
+        async with self.engine.begin() as conn:
+            await conn.execute(
+                delete(self.table).where(
+                    self.table.c.published_at.is_not(None), self.table.c.published_at < cutoff
+                )
+            )
+
+    async def backlog(self) -> tuple[int, float]:
+        """(pending rows, age in seconds of the oldest pending row)."""
+        t = self.table
+        async with self.engine.connect() as conn:
+            row = (
+                await conn.execute(
+                    select(func.count(), func.min(t.c.created_at)).where(t.c.published_at.is_(None))
+                )
+            ).one()
+        count, oldest = int(row[0]), row[1]
+        age = (datetime.now(UTC) - oldest).total_seconds() if oldest is not None else 0.0
+        return count, max(age, 0.0)

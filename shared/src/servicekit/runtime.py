@@ -1,0 +1,237 @@
+"""What every service holds open while it runs, and the FastAPI app around it.
+
+``ServiceRuntime`` opens the engine, Redis, the broker connection, the outbox relay and the
+consumers in the app's lifespan and closes them in reverse on shutdown (SIGTERM: stop consuming,
+finish in-flight handlers, flush the outbox, close connections). ``create_service_app`` wires the
+parts every service shares: error envelope, request ids, access log, health, docs under the
+service's prefix.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+import structlog
+from fastapi import APIRouter, FastAPI
+from redis.asyncio import Redis
+from sqlalchemy import Table
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_delay, wait_exponential
+
+from servicekit.bus import Consumer, ConsumerObserver, EventBus, Handler
+from servicekit.db import create_engine, session_factory
+from servicekit.errors import install_error_handlers
+from servicekit.health import (
+    HealthRegistry,
+    broker_check,
+    database_check,
+    health_router,
+    redis_check,
+)
+from servicekit.logging import configure_logging
+from servicekit.middleware import install_middleware
+from servicekit.outbox import Outbox, OutboxRelay
+from servicekit.security import JwksCache, Principal, TokenVerifier
+from servicekit.settings import ServiceSettings
+
+log = structlog.get_logger("servicekit.runtime")
+
+Hook = Callable[["ServiceRuntime"], Awaitable[None]]
+
+
+@dataclass(frozen=True)
+class ConsumerSpec:
+    """One queue of a service: its purpose (part of the queue name) and handlers by event type."""
+
+    purpose: str
+    handlers: Mapping[str, Handler]
+    prefetch: int | None = None
+    concurrency: int | None = None
+
+
+@dataclass
+class ServiceRuntime:
+    """The open resources of one service process."""
+
+    settings: ServiceSettings
+    outbox_table: Table
+    inbox_table: Table
+    consumers: Sequence[ConsumerSpec] = ()
+    is_revoked: Callable[[Principal], Awaitable[bool]] | None = None
+    on_start: Sequence[Hook] = ()
+    on_stop: Sequence[Hook] = ()
+    observers: list[ConsumerObserver] = field(default_factory=list)
+
+    engine: AsyncEngine = field(init=False)
+    sessions: async_sessionmaker[AsyncSession] = field(init=False)
+    redis: Redis = field(init=False)
+    bus: EventBus = field(init=False)
+    relay: OutboxRelay = field(init=False)
+    outbox: Outbox = field(init=False)
+    http: httpx.AsyncClient = field(init=False)
+    verifier: TokenVerifier = field(init=False)
+    health: HealthRegistry = field(init=False)
+    running_consumers: list[Consumer] = field(init=False, default_factory=list)
+
+    def __post_init__(self) -> None:
+        s = self.settings
+        self.outbox = Outbox(self.outbox_table, producer=s.service_name)
+        self.health = HealthRegistry()
+
+    async def start(self) -> None:
+        """Open everything; the broker is awaited for a while so start order does not matter."""
+        s = self.settings
+        self.engine = create_engine(
+            s.database_url,
+            pool_size=s.db_pool_size,
+            max_overflow=s.db_max_overflow,
+            application_name=s.service_name,
+        )
+        self.sessions = session_factory(self.engine)
+        self.redis = Redis.from_url(
+            s.redis_url, socket_timeout=0.5, socket_connect_timeout=0.5, health_check_interval=30
+        )
+        self.http = httpx.AsyncClient(timeout=httpx.Timeout(5.0, connect=2.0))
+        jwks = JwksCache(
+            url=s.jwks_url if not s.jwks_file else None, file=s.jwks_file, http_client=self.http
+        )
+        self.verifier = TokenVerifier(
+            jwks=jwks, issuer=s.jwt_issuer, audience=s.jwt_audience, is_revoked=self._is_revoked
+        )
+        self.bus = EventBus(url=s.amqp_url, exchange=s.events_exchange, service=s.service_name)
+        async for attempt in AsyncRetrying(
+            retry=retry_if_exception_type((ConnectionError, OSError)),
+            wait=wait_exponential(multiplier=0.2, max=3),
+            stop=stop_after_delay(60),
+            reraise=True,
+        ):
+            with attempt:
+                await self.bus.connect()
+        self.health.add("database", database_check(self.engine))
+        self.health.add("broker", broker_check(lambda: self.bus.is_connected))
+        # Every service degrades without Redis (cache, throttles fall back), so it is not fatal.
+        self.health.add("redis", redis_check(self.redis), critical=False)
+
+        self.relay = OutboxRelay(
+            engine=self.engine, table=self.outbox_table, publish=self.bus.publish_raw
+        )
+        await self.relay.start()
+        for hook in self.on_start:
+            await hook(self)
+        for spec in self.consumers:
+            consumer = self.bus.consumer(
+                spec.purpose,
+                handlers=spec.handlers,
+                session_factory=self.sessions,
+                inbox=self.inbox_table,
+                retry_delays_ms=s.retry_delays_ms,
+                prefetch=spec.prefetch or s.consumer_prefetch,
+                concurrency=spec.concurrency,
+                observers=self.observers,
+            )
+            await consumer.start()
+            self.running_consumers.append(consumer)
+        log.info("service.started", consumers=[c.queue_name for c in self.running_consumers])
+
+    async def _is_revoked(self, principal: Principal) -> bool:
+        return await self.is_revoked(principal) if self.is_revoked else False
+
+    async def stop(self) -> None:
+        """Drain and close, in reverse order of opening."""
+        await self.bus.stop_consuming()
+        for hook in reversed(self.on_stop):
+            with contextlib.suppress(Exception):
+                await hook(self)
+        await self.relay.stop(flush_timeout=5.0)
+        await self.bus.close()
+        await self.http.aclose()
+        await self.redis.aclose()
+        await self.engine.dispose()
+        log.info("service.stopped")
+
+
+class AccessLogMiddleware:
+    """Logs one line per HTTP request with method, path, status and duration."""
+
+    def __init__(
+        self, app: ASGIApp, *, skip_prefixes: Sequence[str] = ("/health", "/metrics")
+    ) -> None:
+        self.app = app
+        self.skip = tuple(skip_prefixes)
+        self.log = structlog.get_logger("http")
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["path"].startswith(self.skip):
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = 500
+
+        async def send_wrapper(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_wrapper)
+        finally:
+            self.log.info(
+                "http.request",
+                method=scope["method"],
+                path=scope["path"],
+                status=status,
+                duration_ms=round((time.perf_counter() - started) * 1000, 2),
+            )
+
+
+def create_service_app(
+    *,
+    runtime: ServiceRuntime,
+    title: str,
+    prefix: str,
+    routers: Sequence[APIRouter] = (),
+    description: str = "",
+    json_exempt_paths: Sequence[str] = (),
+    version: str = "1.0.0",
+) -> FastAPI:
+    """The FastAPI app of a service: its routers under ``prefix`` plus the shared plumbing."""
+    settings = runtime.settings
+    configure_logging(
+        service=settings.service_name, json=settings.log_json, level=settings.log_level
+    )
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[dict[str, Any]]:
+        await runtime.start()
+        try:
+            yield {}
+        finally:
+            await runtime.stop()
+
+    app = FastAPI(
+        title=title,
+        description=description,
+        version=version,
+        lifespan=lifespan,
+        docs_url=f"{prefix}/docs",
+        openapi_url=f"{prefix}/openapi.json",
+        redoc_url=None,
+        swagger_ui_oauth2_redirect_url=f"{prefix}/docs/oauth2-redirect",
+        swagger_ui_init_oauth={"clientId": "swagger-ui"},
+    )
+    app.state.runtime = runtime
+    install_error_handlers(app)
+    # Added first so it sits inside the request-id middleware and its lines carry the id.
+    app.add_middleware(AccessLogMiddleware)
+    install_middleware(app, json_exempt_paths=json_exempt_paths)
+    app.include_router(health_router(runtime.health))
+    for router in routers:
+        app.include_router(router)
+    return app

@@ -1,0 +1,109 @@
+"""The settings base every service extends: typed, from the environment, strict in production."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, ClassVar, Literal, Self
+
+from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEFAULT_BROKER_CREDENTIALS = "guest:guest@"
+
+
+def _plain(value: Any) -> Any:
+    return value.get_secret_value() if isinstance(value, SecretStr) else value
+
+
+class ServiceSettings(BaseSettings):
+    """Common configuration; a service subclass sets ``env_prefix`` and its defaults.
+
+    List the fields that hold secrets in ``secret_fields``: in production a secret that
+    still has its development default refuses to start, as does a URL carrying the
+    broker's default ``guest:guest`` credentials.
+    """
+
+    model_config = SettingsConfigDict(extra="ignore", validate_default=True)
+
+    secret_fields: ClassVar[tuple[str, ...]] = ()
+
+    environment: Literal["development", "test", "production"] = "development"
+    service_name: str
+    host: str = "127.0.0.1"
+    port: int
+    database_url: str
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    amqp_url: str = "amqp://guest:guest@127.0.0.1:5672/"
+    events_exchange: str = "events"
+    log_level: str = "INFO"
+    log_json: bool = True
+    jwt_issuer: str = "urn:shop:auth"
+    jwt_audience: str = "urn:shop:api"
+    jwks_url: str | None = "http://127.0.0.1:8001/.well-known/jwks.json"
+    jwks_file: str | None = None
+    db_pool_size: int = Field(default=10, ge=1)
+    db_max_overflow: int = Field(default=10, ge=0)
+    consumer_prefetch: int = Field(default=32, ge=1)
+    retry_delays_ms: list[int] = Field(default_factory=lambda: [1000, 5000, 30000, 120000])
+    metrics_enabled: bool = True
+
+    @property
+    def is_production(self) -> bool:
+        """True when running in production mode."""
+        return self.environment == "production"
+
+    @field_validator("log_level")
+    @classmethod
+    def _known_log_level(cls, value: str) -> str:
+        level = value.upper()
+        if level not in logging.getLevelNamesMapping():
+            raise ValueError(f"unknown log level {value!r}")
+        return level
+
+    # Validators, unlike Field constraints, still apply when a subclass redeclares the field
+    # with its own default.
+    @field_validator("port")
+    @classmethod
+    def _valid_port(cls, value: int) -> int:
+        if not 1 <= value <= 65535:
+            raise ValueError("port must be between 1 and 65535")
+        return value
+
+    @field_validator("retry_delays_ms")
+    @classmethod
+    def _positive_delays(cls, value: list[int]) -> list[int]:
+        if not value or any(delay <= 0 for delay in value):
+            raise ValueError("retry delays must be a non-empty list of positive milliseconds")
+        return value
+
+    def production_checks(self) -> list[str]:
+        """List what makes this configuration unfit for production (extend in subclasses)."""
+        problems = []
+        fields = type(self).model_fields
+        for name in self.secret_fields:
+            if name not in fields:
+                problems.append(f"{name} is listed as a secret but is not a setting")
+                continue
+            value = _plain(getattr(self, name))
+            if not value:
+                problems.append(f"{name} is empty")
+                continue
+            field = fields[name]
+            default = field.get_default(call_default_factory=True, validated_data={})
+            if value == _plain(default):
+                problems.append(f"{name} still has its development default")
+        for name in fields:
+            value = _plain(getattr(self, name))
+            if isinstance(value, str) and DEFAULT_BROKER_CREDENTIALS in value:
+                problems.append(f"{name} uses the default guest:guest credentials")
+        return problems
+
+    @model_validator(mode="after")
+    def _refuse_development_defaults_in_production(self) -> Self:
+        if self.environment == "production":
+            problems = self.production_checks()
+            if problems:
+                raise ValueError(
+                    f"{self.service_name} refuses to start in production: " + "; ".join(problems)
+                )
+        return self

@@ -1,0 +1,1 @@
+"""Test fixtures for the services: real servers, isolated per run."""
