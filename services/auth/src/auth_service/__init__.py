@@ -1,0 +1,1 @@
+"""The auth service. Registration, login, tokens, signing keys."""

@@ -1,0 +1,1 @@
+"""The notifications service. Email notifications from the users' and orders' events."""

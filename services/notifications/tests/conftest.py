@@ -1,0 +1,38 @@
+"""Fixtures: this run's migrated notifications database, the real broker and Redis, test tokens."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import pytest
+from fastapi import FastAPI
+
+from notifications_service.cli import MIGRATIONS
+from notifications_service.config import Settings
+from notifications_service.main import create_app
+from servicekit.migrations import upgrade
+from servicekit.testing.plugin import Infra
+from servicekit.testing.tokens import TokenMinter
+
+
+@pytest.fixture(scope="session")
+def settings(
+    database_factory: Callable[[str], str], infra: Infra, token_minter: TokenMinter
+) -> Settings:
+    url = database_factory("notifications")
+    upgrade(script_location=MIGRATIONS, database_url=url)
+    return Settings(
+        environment="test",
+        database_url=url,
+        redis_url=infra.redis_url,
+        amqp_url=infra.amqp_url,
+        events_exchange=f"{infra.amqp_prefix}notifications.events",
+        jwks_file=str(token_minter.jwks_path),
+        jwks_url=None,
+        retry_delays_ms=[200, 500, 1000],
+    )
+
+
+@pytest.fixture
+def app_factory() -> Callable[[Settings], FastAPI]:
+    return create_app

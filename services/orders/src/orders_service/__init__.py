@@ -1,0 +1,1 @@
+"""The orders service. Orders, their items and the order state machine."""

@@ -1,0 +1,1 @@
+"""The payments-gateway service. Payments and refunds through the external payment provider."""

@@ -1,0 +1,23 @@
+"""The payments-gateway service's ASGI app (a factory for uvicorn: `create_app`)."""
+
+from __future__ import annotations
+
+from fastapi import FastAPI
+
+from payments_gateway.config import Settings
+from payments_gateway.models import inbox, outbox
+from payments_gateway.router import router
+from servicekit.runtime import ServiceRuntime, create_service_app
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """Build the app; resources open in its lifespan."""
+    settings = settings or Settings()
+    runtime = ServiceRuntime(settings, outbox_table=outbox, inbox_table=inbox)
+    return create_service_app(
+        runtime=runtime,
+        title="payments-gateway",
+        description="Payments and refunds through the external payment provider.",
+        prefix="/payments",
+        routers=[router],
+    )

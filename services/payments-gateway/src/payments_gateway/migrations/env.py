@@ -1,0 +1,6 @@
+"""Alembic environment of the payments-gateway service."""
+
+from payments_gateway.models import Base
+from servicekit.migrations import run_env
+
+run_env(Base.metadata)

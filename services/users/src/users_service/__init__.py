@@ -1,0 +1,1 @@
+"""The users service. User profiles behind a read-through Redis cache."""
