@@ -20,7 +20,7 @@ import shutil
 import socket
 import subprocess
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
@@ -30,6 +30,7 @@ import pytest
 
 from servicekit.bus import EventBus
 from servicekit.db import drop_database, ensure_database
+from servicekit.testing.capture import EventCapture
 from servicekit.testing.tokens import TokenMinter
 
 DEFAULT_POSTGRES = "postgresql+asyncpg://postgres@127.0.0.1:5432"
@@ -245,3 +246,21 @@ async def serve_app(app: Any, *, base_url: str = "http://testserver") -> AsyncIt
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url=base_url) as client:
             yield client
+
+
+@pytest.fixture
+async def capture_events(infra: Infra) -> AsyncIterator[Callable[..., Any]]:
+    """``await capture_events(exchange, keys)`` → an EventCapture closed after the test."""
+    connection = await aio_pika.connect_robust(infra.amqp_url)
+    captures: list[EventCapture] = []
+
+    async def open_capture(exchange: str, keys: Sequence[str] = ("#",)) -> EventCapture:
+        capture = await EventCapture.open(connection, exchange, keys)
+        captures.append(capture)
+        return capture
+
+    yield open_capture
+    for capture in captures:
+        with contextlib.suppress(Exception):
+            await capture.close()
+    await connection.close()
