@@ -15,13 +15,15 @@ from sqlalchemy.pool import NullPool
 from servicekit.db import ensure_database
 from servicekit.inbox import inbox_columns
 from servicekit.outbox import outbox_columns
+from servicekit.revocation import TABLE as REVOCATIONS
+from servicekit.revocation import revocation_columns
 
 # One lock id for every service: each has its own database, so they never contend.
 _MIGRATION_LOCK = 7_340_021
 
 
 def create_messaging_tables(op: Any, *, outbox: str = "outbox", inbox: str = "inbox") -> None:
-    """Create the outbox and inbox tables in an Alembic ``upgrade()``."""
+    """Create the outbox, inbox and token revocation tables in an Alembic ``upgrade()``."""
     op.create_table(outbox, *outbox_columns())
     op.create_index(
         f"ix_{outbox}_pending",
@@ -30,10 +32,12 @@ def create_messaging_tables(op: Any, *, outbox: str = "outbox", inbox: str = "in
         postgresql_where=text("published_at IS NULL"),
     )
     op.create_table(inbox, *inbox_columns())
+    op.create_table(REVOCATIONS, *revocation_columns())
 
 
 def drop_messaging_tables(op: Any, *, outbox: str = "outbox", inbox: str = "inbox") -> None:
     """Drop them again in ``downgrade()``."""
+    op.drop_table(REVOCATIONS)
     op.drop_table(inbox)
     op.drop_index(f"ix_{outbox}_pending", table_name=outbox)
     op.drop_table(outbox)

@@ -37,6 +37,7 @@ from servicekit.health import (
 from servicekit.logging import configure_logging
 from servicekit.middleware import install_middleware
 from servicekit.outbox import Outbox, OutboxRelay
+from servicekit.revocation import Denylist
 from servicekit.security import JwksCache, Principal, TokenVerifier
 from servicekit.settings import ServiceSettings
 
@@ -77,6 +78,7 @@ class ServiceRuntime:
     http: httpx.AsyncClient = field(init=False)
     verifier: TokenVerifier = field(init=False)
     health: HealthRegistry = field(init=False)
+    denylist: Denylist = field(init=False)
     running_consumers: list[Consumer] = field(init=False, default_factory=list)
 
     def __post_init__(self) -> None:
@@ -94,6 +96,8 @@ class ServiceRuntime:
             application_name=s.service_name,
         )
         self.sessions = session_factory(self.engine)
+        self.denylist = Denylist(self.engine)
+        await self.denylist.start()
         self.redis = Redis.from_url(
             s.redis_url, socket_timeout=0.5, socket_connect_timeout=0.5, health_check_interval=30
         )
@@ -124,7 +128,14 @@ class ServiceRuntime:
         await self.relay.start()
         for hook in self.on_start:
             await hook(self)
-        for spec in self.consumers:
+        revocations = ConsumerSpec(
+            "revocations",
+            {
+                "session.revoked": self.denylist.on_session_revoked,
+                "user.deleted": self.denylist.on_user_deleted,
+            },
+        )
+        for spec in [revocations, *self.consumers]:
             consumer = self.bus.consumer(
                 spec.purpose,
                 handlers=spec.handlers,
@@ -140,6 +151,8 @@ class ServiceRuntime:
         log.info("service.started", consumers=[c.queue_name for c in self.running_consumers])
 
     async def _is_revoked(self, principal: Principal) -> bool:
+        if await self.denylist.is_revoked(principal):
+            return True
         return await self.is_revoked(principal) if self.is_revoked else False
 
     async def stop(self) -> None:
@@ -149,6 +162,7 @@ class ServiceRuntime:
             with contextlib.suppress(Exception):
                 await hook(self)
         await self.relay.stop(flush_timeout=5.0)
+        await self.denylist.stop()
         await self.bus.close()
         await self.http.aclose()
         await self.redis.aclose()

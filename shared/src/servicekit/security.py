@@ -64,6 +64,7 @@ class Principal:
     jti: str
     expires_at: datetime
     token: str = field(repr=False)  # never in logs or tracebacks
+    issued_at: datetime | None = None
 
     @property
     def is_admin(self) -> bool:
@@ -262,12 +263,16 @@ def _principal(claims: Mapping[str, Any], token: str) -> Principal:
     exp = claims["exp"]
     if not isinstance(exp, int | float):
         raise _rejected("exp is not a number")
+    iat = claims["iat"]
+    if not isinstance(iat, int | float):
+        raise _rejected("iat is not a number")
     return Principal(
         user_id=user_id,
         roles=frozenset(roles),
         jti=jti,
         expires_at=datetime.fromtimestamp(exp, UTC),
         token=token,
+        issued_at=datetime.fromtimestamp(iat, UTC),
     )
 
 
