@@ -137,9 +137,9 @@ def resolve_infra() -> Infra:
     )
 
 
-def _delete_amqp_leftovers(infra: Infra) -> None:
-    """Delete every queue and exchange this run declared (by its name prefix)."""
-    if not shutil.which("rabbitmqctl") or "127.0.0.1" not in infra.amqp_url:
+def delete_amqp_by_prefix(amqp_url: str, prefix: str) -> None:
+    """Delete every queue and exchange whose name starts with ``prefix`` (local broker only)."""
+    if not shutil.which("rabbitmqctl") or "127.0.0.1" not in amqp_url:
         return
     for kind, column in (("queues", "name"), ("exchanges", "name")):
         listing = subprocess.run(  # noqa: S603 - fixed arguments, no user input
@@ -149,9 +149,9 @@ def _delete_amqp_leftovers(infra: Infra) -> None:
             timeout=60,
             check=False,
         )
-        names = [n for n in listing.stdout.split() if n.startswith(infra.amqp_prefix)]
+        names = [n for n in listing.stdout.split() if n.startswith(prefix)]
         if names:
-            asyncio.run(_delete_amqp(infra.amqp_url, kind, names))
+            asyncio.run(_delete_amqp(amqp_url, kind, names))
 
 
 async def _delete_amqp(url: str, kind: str, names: list[str]) -> None:
@@ -177,7 +177,7 @@ def infra() -> Iterator[Infra]:
         with contextlib.suppress(Exception):
             asyncio.run(drop_database(url))
     with contextlib.suppress(Exception):
-        _delete_amqp_leftovers(resolved)
+        delete_amqp_by_prefix(resolved.amqp_url, resolved.amqp_prefix)
     for container in resolved.containers:
         with contextlib.suppress(Exception):
             container.stop()

@@ -1,0 +1,87 @@
+"""The system as `make run` starts it: gateway routing, request ids, instances, limits."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+
+import httpx
+import pytest
+
+from .conftest import SERVICES, System
+
+PREFIXES = ["auth", "users", "orders", "payments", "notifications"]
+
+
+class TestGateway:
+    def test_healthz(self, system: System) -> None:
+        response = httpx.get(f"{system.gateway}/healthz")
+        assert response.status_code == 200
+
+    @pytest.mark.parametrize("prefix", PREFIXES)
+    def test_each_service_openapi_and_docs_through_the_gateway(
+        self, system: System, prefix: str
+    ) -> None:
+        spec = httpx.get(f"{system.gateway}/{prefix}/openapi.json")
+        assert spec.status_code == 200
+        assert spec.json()["openapi"].startswith("3.")
+        docs = httpx.get(f"{system.gateway}/{prefix}/docs")
+        assert docs.status_code == 200
+
+    def test_health_is_not_exposed_through_the_gateway(self, system: System) -> None:
+        assert httpx.get(f"{system.gateway}/health/ready").status_code == 404
+        for service in SERVICES:
+            assert httpx.get(f"{system.service_url(service)}/health/live").status_code == 200
+
+    def test_request_id_reaches_the_service_log_and_comes_back(self, system: System) -> None:
+        request_id = f"e2e-{uuid.uuid4().hex}"
+        response = httpx.get(
+            f"{system.gateway}/orders/no-such-order-route", headers={"X-Request-ID": request_id}
+        )
+        assert response.headers["x-request-id"] == request_id
+        assert response.json()["error"]["request_id"] == request_id
+        lines = [
+            json.loads(line) for line in system.log("orders-1").splitlines() if request_id in line
+        ]
+        assert any(
+            line.get("request_id") == request_id and line.get("event") == "http.request"
+            for line in lines
+        ), lines
+
+    def test_a_generated_request_id_is_returned(self, system: System) -> None:
+        response = httpx.get(f"{system.gateway}/auth/openapi.json")
+        assert len(response.headers["x-request-id"]) >= 16
+
+    async def test_requests_reach_both_instances(self, system: System) -> None:
+        marker = f"/users/openapi.json?probe={uuid.uuid4().hex}"
+        async with httpx.AsyncClient(base_url=system.gateway) as client:
+            for _ in range(6):
+                responses = await asyncio.gather(*(client.get(marker) for _ in range(5)))
+                assert all(r.status_code == 200 for r in responses)
+        first, second = system.log("users-1"), system.log("users-2")
+        assert "/users/openapi.json" in first
+        assert "/users/openapi.json" in second
+
+    def test_oversize_body_is_413_json(self, system: System) -> None:
+        body = b'{"name": "' + b"x" * (2 * 1024 * 1024) + b'"}'
+        response = httpx.post(
+            f"{system.gateway}/auth/register",
+            content=body,
+            headers={"Content-Type": "application/json"},
+        )
+        assert response.status_code == 413
+        assert response.json()["error"]["code"] == "payload_too_large"
+        assert response.json()["error"]["request_id"] == response.headers["x-request-id"]
+
+    async def test_zz_a_burst_past_the_rate_limit_is_429_json(self, system: System) -> None:
+        async with httpx.AsyncClient(base_url=system.gateway) as client:
+            responses = await asyncio.gather(
+                *(client.get("/auth/openapi.json") for _ in range(300))
+            )
+        limited = [r for r in responses if r.status_code == 429]
+        assert limited, "no request was throttled"
+        assert any(r.status_code == 200 for r in responses)
+        assert limited[0].json()["error"]["code"] == "too_many_requests"
+        assert int(limited[0].headers["retry-after"]) >= 1
+        await asyncio.sleep(3)  # let the bucket refill for whatever runs next
