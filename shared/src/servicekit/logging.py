@@ -136,10 +136,14 @@ def configure_logging(
     root.setLevel(level.upper())
 
     # Uvicorn's own logging config gives its loggers private handlers; send them through ours.
-    for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):
+    for name in ("uvicorn", "uvicorn.error"):
         uvicorn_logger = logging.getLogger(name)
         uvicorn_logger.handlers.clear()
         uvicorn_logger.propagate = True
+    # The services log each request themselves (with route, status, duration and ids).
+    access = logging.getLogger("uvicorn.access")
+    access.handlers.clear()
+    access.propagate = False
 
     structlog.configure(
         processors=[
