@@ -9,6 +9,7 @@ service's prefix.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
@@ -25,7 +26,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_delay, wait_exponential
 
 from servicekit.bus import Consumer, ConsumerObserver, EventBus, Handler
-from servicekit.db import create_engine, session_factory
+from servicekit.db import create_engine, ping, session_factory
 from servicekit.errors import install_error_handlers
 from servicekit.health import (
     HealthRegistry,
@@ -35,6 +36,15 @@ from servicekit.health import (
     redis_check,
 )
 from servicekit.logging import configure_logging
+from servicekit.metrics import (
+    CONSUMERS_ACTIVE,
+    EVENTS_PUBLISHED,
+    OUTBOX_OLDEST_AGE,
+    OUTBOX_PENDING,
+    ConsumerMetrics,
+    HttpMetricsMiddleware,
+    metrics_router,
+)
 from servicekit.middleware import install_middleware
 from servicekit.outbox import Outbox, OutboxRelay
 from servicekit.revocation import Denylist
@@ -80,6 +90,7 @@ class ServiceRuntime:
     health: HealthRegistry = field(init=False)
     denylist: Denylist = field(init=False)
     running_consumers: list[Consumer] = field(init=False, default_factory=list)
+    _tasks: list[asyncio.Task[None]] = field(init=False, default_factory=list)
 
     def __post_init__(self) -> None:
         s = self.settings
@@ -123,7 +134,7 @@ class ServiceRuntime:
         self.health.add("redis", redis_check(self.redis), critical=False)
 
         self.relay = OutboxRelay(
-            engine=self.engine, table=self.outbox_table, publish=self.bus.publish_raw
+            engine=self.engine, table=self.outbox_table, publish=self._publish_counted
         )
         await self.relay.start()
         for hook in self.on_start:
@@ -135,6 +146,7 @@ class ServiceRuntime:
                 "user.deleted": self.denylist.on_user_deleted,
             },
         )
+        self.observers.append(ConsumerMetrics(s.service_name))
         for spec in [revocations, *self.consumers]:
             consumer = self.bus.consumer(
                 spec.purpose,
@@ -146,9 +158,55 @@ class ServiceRuntime:
                 concurrency=spec.concurrency,
                 observers=self.observers,
             )
-            await consumer.start()
             self.running_consumers.append(consumer)
+        await self._set_consuming(True)
+        self._tasks = [
+            asyncio.create_task(self._watch_database(), name="database-watch"),
+            asyncio.create_task(self._watch_outbox(), name="outbox-gauges"),
+        ]
         log.info("service.started", consumers=[c.queue_name for c in self.running_consumers])
+
+    async def _publish_counted(self, body: bytes, **kwargs: Any) -> None:
+        await self.bus.publish_raw(body, **kwargs)
+        EVENTS_PUBLISHED.labels(self.settings.service_name, kwargs["event_type"]).inc()
+
+    async def _set_consuming(self, on: bool) -> None:
+        """Start or stop every consumer of this instance (messages wait in their queues)."""
+        for consumer in self.running_consumers:
+            if on and not consumer.consuming:
+                await consumer.start()
+            elif not on and consumer.consuming:
+                await consumer.stop()
+        active = sum(c.consuming for c in self.running_consumers)
+        CONSUMERS_ACTIVE.labels(self.settings.service_name).set(active)
+
+    async def _watch_database(self, interval: float = 1.0) -> None:
+        """Stop consuming while the database is down (a handler could not commit anyway)."""
+        consuming = True
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                async with asyncio.timeout(2):
+                    await ping(self.engine)
+                healthy = True
+            except Exception:
+                healthy = False
+            if healthy != consuming:
+                try:
+                    await self._set_consuming(healthy)
+                    consuming = healthy
+                    log.warning("service.consuming" if healthy else "service.paused_consuming")
+                except Exception as exc:
+                    log.warning("service.consumer_toggle_failed", error=str(exc))
+
+    async def _watch_outbox(self, interval: float = 5.0) -> None:
+        name = self.settings.service_name
+        while True:
+            with contextlib.suppress(Exception):
+                pending, age = await self.relay.backlog()
+                OUTBOX_PENDING.labels(name).set(pending)
+                OUTBOX_OLDEST_AGE.labels(name).set(age)
+            await asyncio.sleep(interval)
 
     async def _is_revoked(self, principal: Principal) -> bool:
         if await self.denylist.is_revoked(principal):
@@ -157,6 +215,9 @@ class ServiceRuntime:
 
     async def stop(self) -> None:
         """Drain and close, in reverse order of opening."""
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
         await self.bus.stop_consuming()
         for hook in reversed(self.on_stop):
             with contextlib.suppress(Exception):
@@ -244,8 +305,11 @@ def create_service_app(
     install_error_handlers(app)
     # Added first so it sits inside the request-id middleware and its lines carry the id.
     app.add_middleware(AccessLogMiddleware)
+    app.add_middleware(HttpMetricsMiddleware, service=settings.service_name)
     install_middleware(app, json_exempt_paths=json_exempt_paths)
     app.include_router(health_router(runtime.health))
+    if settings.metrics_enabled:
+        app.include_router(metrics_router())
     for router in routers:
         app.include_router(router)
     return app

@@ -6,8 +6,11 @@ fixtures: ``settings`` (pointing at this run's migrated database) and ``app_fact
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from typing import Any, ClassVar
+
+from prometheus_client.parser import text_string_to_metric_families
 
 from servicekit.settings import ServiceSettings
 from servicekit.testing.plugin import serve_app
@@ -33,13 +36,53 @@ class ServiceAppContract:
         self, app_factory: Callable[[Any], Any], settings: ServiceSettings
     ) -> None:
         broken = settings.model_copy(update={"database_url": DEAD_DATABASE})
-        async with serve_app(app_factory(broken)) as client:
+        app = app_factory(broken)
+        async with serve_app(app) as client:
             ready = await client.get("/health/ready")
             live = await client.get("/health/live")
+            # Without a database no handler can commit: the instance stops consuming and the
+            # messages wait in their queues.
+            consumers = app.state.runtime.running_consumers
+            for _ in range(60):
+                if not any(c.consuming for c in consumers):
+                    break
+                await asyncio.sleep(0.1)
+            assert consumers
+            assert not any(c.consuming for c in consumers)
         assert ready.status_code == 503
         assert ready.json()["checks"]["database"].startswith("fail")
         assert ready.json()["checks"]["broker"] == "ok"
         assert live.status_code == 200
+
+    async def test_metrics_are_exposed(
+        self, app_factory: Callable[[Any], Any], settings: Any
+    ) -> None:
+        async with serve_app(app_factory(settings)) as client:
+            await client.get(f"{self.prefix}/openapi.json")
+            response = await client.get("/metrics")
+        assert response.status_code == 200
+        samples = {
+            (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+            for family in text_string_to_metric_families(response.text)
+            for sample in family.samples
+        }
+        key = (
+            "http_requests_total",
+            tuple(
+                sorted(
+                    {
+                        "service": settings.service_name,
+                        "method": "GET",
+                        "route": f"{self.prefix}/openapi.json",
+                        "status": "200",
+                    }.items()
+                )
+            ),
+        )
+        assert samples.get(key, 0) >= 1
+        names = {name for name, _ in samples}
+        for family in ("http_request_duration_seconds_count", "consumers_active"):
+            assert family in names
 
     async def test_openapi_and_docs_under_the_prefix(
         self, app_factory: Callable[[Any], Any], settings: Any
