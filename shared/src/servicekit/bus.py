@@ -117,6 +117,7 @@ class EventBus:
 
     async def connect(self) -> None:
         """Open the connection and declare the exchange; reconnects by itself afterwards."""
+        tracecontext.configure_tracing(self.service)  # so every message carries a traceparent
         self._connection = await aio_pika.connect_robust(
             self.url,
             client_properties={"connection_name": f"{self.service}:{uuid.uuid4().hex[:8]}"},
@@ -147,9 +148,8 @@ class EventBus:
     async def publish(self, envelope: EventEnvelope, *, traceparent: str | None = None) -> None:
         """Publish one event and wait for the broker's confirm."""
         headers = {HEADER_CORRELATION: envelope.correlation_id}
-        headers[HEADER_TRACEPARENT] = traceparent or tracecontext.child_of(
-            tracecontext.current_traceparent.get()
-        )
+        if traceparent:
+            headers[HEADER_TRACEPARENT] = traceparent
         await self.publish_raw(
             envelope.to_json(),
             routing_key=envelope.type,
@@ -172,23 +172,27 @@ class EventBus:
         """Publish a serialised envelope; raises UnroutableError when no queue takes it."""
         if self._exchange is None:
             raise RuntimeError("EventBus.connect() was not called")
-        message = aio_pika.Message(
-            body,
-            message_id=message_id,
-            type=event_type,
-            content_type="application/json",
-            delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
-            headers=dict(headers),
-            correlation_id=correlation_id,
-            timestamp=time.time(),
-            app_id=self.service,
-        )
-        try:
-            await self._exchange.publish(message, routing_key=routing_key, mandatory=True)
-        except DeliveryError as exc:
-            raise UnroutableError(
-                f"no queue is bound to {self.exchange_name!r} for routing key {routing_key!r}"
-            ) from exc
+        sent_headers = dict(headers)
+        with tracecontext.producer_span(
+            event_type, destination=self.exchange_name, message_id=message_id, headers=sent_headers
+        ):
+            message = aio_pika.Message(
+                body,
+                message_id=message_id,
+                type=event_type,
+                content_type="application/json",
+                delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+                headers=sent_headers,
+                correlation_id=correlation_id,
+                timestamp=time.time(),
+                app_id=self.service,
+            )
+            try:
+                await self._exchange.publish(message, routing_key=routing_key, mandatory=True)
+            except DeliveryError as exc:
+                raise UnroutableError(
+                    f"no queue is bound to {self.exchange_name!r} for routing key {routing_key!r}"
+                ) from exc
 
     def consumer(
         self,
@@ -365,12 +369,12 @@ class Consumer:
             event_type=envelope.type,
         )
         event_token = current_event.set(envelope)
-        trace_token = tracecontext.current_traceparent.set(
-            tracecontext.child_of(_str_header(headers.get(HEADER_TRACEPARENT)))
-        )
         started = time.perf_counter()
         try:
-            applied = await self._apply(event, handler)
+            with tracecontext.consumer_span(
+                envelope.type, queue=self.queue_name, message_id=str(envelope.id), headers=headers
+            ):
+                applied = await self._apply(event, handler)
         except RetryLater as deferral:
             await self._defer(message, headers, attempt, deferrals, deferral)
             return
@@ -385,7 +389,6 @@ class Consumer:
             return
         finally:
             current_event.reset(event_token)
-            tracecontext.current_traceparent.reset(trace_token)
             structlog.contextvars.reset_contextvars(**bound)
         elapsed = time.perf_counter() - started
         for observer in self.observers:
@@ -499,12 +502,6 @@ def _int_header(value: Any, default: int) -> int:
         return int(value) if value is not None else default
     except (TypeError, ValueError):
         return default
-
-
-def _str_header(value: Any) -> str | None:
-    if isinstance(value, bytes):
-        return value.decode(errors="replace")
-    return value if isinstance(value, str) else None
 
 
 def _reason(exc: BaseException) -> str:

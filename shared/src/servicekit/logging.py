@@ -8,6 +8,7 @@ from collections.abc import Mapping
 from typing import Any, TextIO
 
 import structlog
+from opentelemetry import trace
 from structlog.typing import EventDict, Processor, WrappedLogger
 
 REDACTED = "[redacted]"
@@ -85,9 +86,17 @@ def _add_service(_logger: WrappedLogger, _method: str, event_dict: EventDict) ->
     return event_dict
 
 
+def _add_trace_id(_logger: WrappedLogger, _method: str, event_dict: EventDict) -> EventDict:
+    span = trace.get_current_span().get_span_context()
+    if span.is_valid:
+        event_dict.setdefault("trace_id", format(span.trace_id, "032x"))
+    return event_dict
+
+
 def _shared_processors() -> list[Processor]:
     return [
         structlog.contextvars.merge_contextvars,
+        _add_trace_id,
         structlog.stdlib.add_log_level,
         structlog.stdlib.add_logger_name,
         structlog.processors.TimeStamper(fmt="iso", utc=True, key="timestamp"),

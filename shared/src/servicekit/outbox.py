@@ -89,10 +89,10 @@ class Outbox:
     ) -> EventEnvelope:
         """Record an event to be published once (and only if) the transaction commits."""
         envelope = new_envelope(data, producer=self.producer, correlation_id=correlation_id)
-        headers = {
-            HEADER_CORRELATION: envelope.correlation_id,
-            HEADER_TRACEPARENT: tracecontext.child_of(tracecontext.current_traceparent.get()),
-        }
+        headers = {HEADER_CORRELATION: envelope.correlation_id}
+        traceparent = tracecontext.current_traceparent()
+        if traceparent:
+            headers[HEADER_TRACEPARENT] = traceparent
         await session.execute(
             self.table.insert().values(
                 event_id=envelope.id,

@@ -25,6 +25,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_delay, wait_exponential
 
+from servicekit import tracecontext
 from servicekit.bus import Consumer, ConsumerObserver, EventBus, Handler
 from servicekit.db import create_engine, ping, session_factory
 from servicekit.errors import install_error_handlers
@@ -106,6 +107,8 @@ class ServiceRuntime:
             max_overflow=s.db_max_overflow,
             application_name=s.service_name,
         )
+        tracecontext.instrument_engine(self.engine)
+        tracecontext.instrument_redis()
         self.sessions = session_factory(self.engine)
         self.denylist = Denylist(self.engine)
         await self.denylist.start()
@@ -113,6 +116,7 @@ class ServiceRuntime:
             s.redis_url, socket_timeout=0.5, socket_connect_timeout=0.5, health_check_interval=30
         )
         self.http = httpx.AsyncClient(timeout=httpx.Timeout(5.0, connect=2.0))
+        tracecontext.instrument_httpx(self.http)
         jwks = JwksCache(
             url=s.jwks_url if not s.jwks_file else None, file=s.jwks_file, http_client=self.http
         )
@@ -281,6 +285,7 @@ def create_service_app(
     configure_logging(
         service=settings.service_name, json=settings.log_json, level=settings.log_level
     )
+    tracecontext.configure_tracing(settings.service_name)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[dict[str, Any]]:
@@ -302,6 +307,7 @@ def create_service_app(
         swagger_ui_init_oauth={"clientId": "swagger-ui"},
     )
     app.state.runtime = runtime
+    tracecontext.instrument_app(app)
     install_error_handlers(app)
     # Added first so it sits inside the request-id middleware and its lines carry the id.
     app.add_middleware(AccessLogMiddleware)

@@ -102,7 +102,8 @@ class TestPublishConsume:
         assert got.envelope == envelope
         assert got.data == data
         assert got.payload(UserRegistered).name == "Grace"
-        assert got.headers["traceparent"] == traceparent
+        # The same trace, continued by the publish span.
+        assert got.headers["traceparent"].split("-")[1] == "a" * 32
         assert got.headers["x-correlation-id"] == "corr-123"
         assert got.attempt == 1
 
