@@ -10,13 +10,14 @@ PYPROJECTS := $(wildcard */pyproject.toml services/*/pyproject.toml)
 TEST_DIRS := shared tools $(sort $(patsubst %/,%,$(dir $(wildcard services/*/pyproject.toml)))) .
 PYTEST_ARGS ?=
 
-.PHONY: venv test lint fmt run lock clean help
+.PHONY: venv test lint fmt run docs lock clean help
 
 help:
 	@echo "make run    start the whole system (gateway :8080) in the foreground"
 	@echo "make test   run every package's tests against the local PostgreSQL/Redis/RabbitMQ"
 	@echo "make lint   ruff check, ruff format --check, mypy --strict on the shared library"
 	@echo "make fmt    format and auto-fix"
+	@echo "make docs   regenerate docs/asyncapi.json from the event schemas and bindings"
 	@echo "make lock   re-pin requirements.txt from requirements.in"
 
 venv: $(STAMP)
@@ -47,6 +48,9 @@ fmt: $(STAMP)
 
 run: $(STAMP)
 	$(BIN)/python -m svctools.launcher
+
+docs: $(STAMP)
+	$(BIN)/python -m svctools.asyncapi
 
 lock:
 	$(BIN)/uv pip compile requirements.in -o requirements.txt --python-version 3.11 -q

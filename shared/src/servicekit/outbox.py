@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -79,15 +79,23 @@ def outbox_table(metadata: MetaData, name: str = "outbox") -> Table:
 class Outbox:
     """Writes events into a service's outbox table inside the caller's transaction."""
 
-    def __init__(self, table: Table, *, producer: str) -> None:
+    def __init__(
+        self, table: Table, *, producer: str, publishes: Sequence[str] | None = None
+    ) -> None:
         self.table = table
         self.producer = producer
         self.channel = f"{table.name}_pending"
+        # The declared list is what the AsyncAPI document says this service publishes.
+        self.publishes = frozenset(publishes) if publishes is not None else None
 
     async def add(
         self, session: AsyncSession, data: EventData, *, correlation_id: str | None = None
     ) -> EventEnvelope:
         """Record an event to be published once (and only if) the transaction commits."""
+        if self.publishes is not None and data.event_type not in self.publishes:
+            raise ValueError(
+                f"{self.producer} does not declare that it publishes {data.event_type}"
+            )
         envelope = new_envelope(data, producer=self.producer, correlation_id=correlation_id)
         headers = {HEADER_CORRELATION: envelope.correlation_id}
         traceparent = tracecontext.current_traceparent()

@@ -57,6 +57,9 @@ log = structlog.get_logger("servicekit.runtime")
 Hook = Callable[["ServiceRuntime"], Awaitable[None]]
 
 
+REVOCATIONS_PURPOSE = "revocations"
+
+
 @dataclass(frozen=True)
 class ConsumerSpec:
     """One queue of a service: its purpose (part of the queue name) and handlers by event type."""
@@ -75,6 +78,7 @@ class ServiceRuntime:
     outbox_table: Table
     inbox_table: Table
     consumers: Sequence[ConsumerSpec] = ()
+    publishes: Sequence[str] | None = None
     is_revoked: Callable[[Principal], Awaitable[bool]] | None = None
     on_start: Sequence[Hook] = ()
     on_stop: Sequence[Hook] = ()
@@ -95,7 +99,7 @@ class ServiceRuntime:
 
     def __post_init__(self) -> None:
         s = self.settings
-        self.outbox = Outbox(self.outbox_table, producer=s.service_name)
+        self.outbox = Outbox(self.outbox_table, producer=s.service_name, publishes=self.publishes)
         self.health = HealthRegistry()
 
     async def start(self) -> None:
@@ -144,7 +148,7 @@ class ServiceRuntime:
         for hook in self.on_start:
             await hook(self)
         revocations = ConsumerSpec(
-            "revocations",
+            REVOCATIONS_PURPOSE,
             {
                 "session.revoked": self.denylist.on_session_revoked,
                 "user.deleted": self.denylist.on_user_deleted,
