@@ -2,6 +2,52 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+import uuid
+from typing import Annotated
+
+from fastapi import APIRouter, Query
+
+from notifications_service import service
+from notifications_service.dependencies import PrincipalDep, SessionDep
+from notifications_service.schemas import NotificationPage, NotificationRead
 
 router = APIRouter(prefix="/notifications", tags=["notifications"])
+
+_ERRORS: dict[int | str, dict[str, str]] = {
+    401: {"description": "Missing, invalid, expired or revoked access token."},
+    422: {"description": "Invalid limit or cursor."},
+}
+
+
+@router.get("", response_model=NotificationPage, responses=_ERRORS)
+async def list_notifications(
+    session: SessionDep,
+    principal: PrincipalDep,
+    limit: Annotated[int, Query(ge=1, le=100, description="Page size (1-100).")] = 20,
+    cursor: Annotated[
+        str | None, Query(max_length=512, description="`next_cursor` of the previous page.")
+    ] = None,
+) -> NotificationPage:
+    """The caller's notifications, newest first."""
+    page = await service.list_notifications(
+        session=session, user_id=principal.user_id, limit=limit, cursor=cursor
+    )
+    return NotificationPage(
+        items=[NotificationRead.model_validate(item) for item in page.items],
+        next_cursor=page.next_cursor,
+    )
+
+
+@router.get(
+    "/{notification_id}",
+    response_model=NotificationRead,
+    responses={**_ERRORS, 404: {"description": "Unknown, or not the caller's."}},
+)
+async def get_notification(
+    notification_id: uuid.UUID, session: SessionDep, principal: PrincipalDep
+) -> NotificationRead:
+    """One of the caller's notifications."""
+    found = await service.get_notification(
+        session=session, user_id=principal.user_id, notification_id=notification_id
+    )
+    return NotificationRead.model_validate(found)

@@ -1,0 +1,140 @@
+"""The MIME message and how SMTP failures are classified (the SMTP call itself is faked)."""
+
+from __future__ import annotations
+
+import email
+import email.policy
+import uuid
+from typing import Any
+
+import aiosmtplib
+import pytest
+from aiosmtplib.response import SMTPResponse
+
+from notifications_service.config import Settings
+from notifications_service.mailer import DeliveryError, OutgoingEmail, SmtpMailer, build_message
+
+EVENT = uuid.UUID("9b2e0d61-2222-4222-8222-222222222222")
+
+
+def outgoing(**changes: Any) -> OutgoingEmail:
+    fields: dict[str, Any] = {
+        "notification_id": uuid.uuid4(),
+        "event_id": EVENT,
+        "template": "welcome",
+        "recipient": "ada@example.com",
+        "recipient_name": "Ada Lovelace",
+        "subject": "Welcome, Ada Lovelace",
+        "text": "Hello Ada Lovelace,\n",
+        "html": "<p>Hello Ada Lovelace,</p>\n",
+    }
+    fields.update(changes)
+    return OutgoingEmail(**fields)
+
+
+class TestBuildMessage:
+    def test_has_both_parts_and_a_message_id_derived_from_event_and_template(self) -> None:
+        message = build_message(
+            outgoing(), mail_from="Shop <no-reply@shop.local>", domain="shop.local"
+        )
+        parsed = email.message_from_bytes(bytes(message), policy=email.policy.default)
+
+        assert parsed["From"] == "Shop <no-reply@shop.local>"
+        assert parsed["To"] == "Ada Lovelace <ada@example.com>"
+        assert parsed["Subject"] == "Welcome, Ada Lovelace"
+        assert parsed["Message-ID"] == f"<{EVENT}.welcome@shop.local>"
+        assert parsed.get_content_type() == "multipart/alternative"
+        text = parsed.get_body(preferencelist=("plain",))
+        html = parsed.get_body(preferencelist=("html",))
+        assert text is not None
+        assert html is not None
+        assert text.get_content() == "Hello Ada Lovelace,\n"
+        assert html.get_content() == "<p>Hello Ada Lovelace,</p>\n"
+
+    def test_a_retry_builds_the_same_message_id(self) -> None:
+        first = build_message(outgoing(), mail_from="a@b.example", domain="b.example")
+        again = build_message(outgoing(), mail_from="a@b.example", domain="b.example")
+        assert first["Message-ID"] == again["Message-ID"]
+
+    def test_a_name_cannot_inject_headers(self) -> None:
+        message = build_message(
+            outgoing(recipient_name="Eve\r\nBcc: victim@example.com", subject="Hi\nBcc: x@y.z"),
+            mail_from="a@b.example",
+            domain="b.example",
+        )
+        raw = bytes(message).decode()
+        assert "\nBcc:" not in raw
+        assert message["To"].addresses[0].addr_spec == "ada@example.com"
+
+
+@pytest.fixture
+def settings() -> Settings:
+    return Settings(environment="test", smtp_timeout_seconds=1.0, send_lease_seconds=5.0)
+
+
+def failing_with(exc: Exception) -> Any:
+    async def fake_send(*_: Any, **__: Any) -> Any:
+        raise exc
+
+    return fake_send
+
+
+class TestSmtpMailerFailures:
+    @pytest.mark.parametrize(
+        "exc",
+        [
+            aiosmtplib.SMTPConnectError("connection refused"),
+            aiosmtplib.SMTPServerDisconnected("gone"),
+            aiosmtplib.SMTPReadTimeoutError("slow"),
+            aiosmtplib.SMTPDataError(451, "4.3.0 temporarily unavailable"),
+            aiosmtplib.SMTPRecipientsRefused(
+                [aiosmtplib.SMTPRecipientRefused(450, "mailbox busy", "ada@example.com")]
+            ),
+            aiosmtplib.SMTPAuthenticationError(535, "bad credentials"),
+            aiosmtplib.SMTPSenderRefused(553, "sender not allowed", "no-reply@shop.local"),
+            ConnectionResetError("reset"),
+        ],
+    )
+    async def test_server_and_transient_failures_are_retried(
+        self, settings: Settings, monkeypatch: pytest.MonkeyPatch, exc: Exception
+    ) -> None:
+        monkeypatch.setattr(aiosmtplib, "send", failing_with(exc))
+        with pytest.raises(DeliveryError) as raised:
+            await SmtpMailer(settings).send(outgoing())
+        assert raised.value.permanent is False
+
+    @pytest.mark.parametrize(
+        "exc",
+        [
+            aiosmtplib.SMTPRecipientsRefused(
+                [aiosmtplib.SMTPRecipientRefused(550, "no such user", "ada@example.com")]
+            ),
+            aiosmtplib.SMTPDataError(554, "message rejected"),
+        ],
+    )
+    async def test_a_5xx_for_the_recipient_or_message_is_final(
+        self, settings: Settings, monkeypatch: pytest.MonkeyPatch, exc: Exception
+    ) -> None:
+        monkeypatch.setattr(aiosmtplib, "send", failing_with(exc))
+        with pytest.raises(DeliveryError) as raised:
+            await SmtpMailer(settings).send(outgoing())
+        assert raised.value.permanent is True
+
+    async def test_sends_to_the_configured_server_with_the_bare_sender_address(
+        self, settings: Settings, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        calls: list[dict[str, Any]] = []
+
+        async def fake_send(message: Any, **kwargs: Any) -> tuple[dict[str, SMTPResponse], str]:
+            calls.append(kwargs)
+            return {}, "OK"
+
+        monkeypatch.setattr(aiosmtplib, "send", fake_send)
+        await SmtpMailer(settings).send(outgoing())
+
+        [call] = calls
+        assert call["sender"] == "no-reply@shop.local"
+        assert call["recipients"] == ["ada@example.com"]
+        assert (call["hostname"], call["port"]) == ("127.0.0.1", 1025)
+        assert call["timeout"] == 1.0
+        assert call["password"] is None
