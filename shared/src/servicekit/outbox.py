@@ -61,6 +61,9 @@ def outbox_columns() -> list[Column[Any]]:
         Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
         Column("published_at", DateTime(timezone=True), nullable=True),
         Column("attempts", Integer, nullable=False, server_default="0"),
+        # A row that failed to publish (no queue bound yet, broker error) waits until then, so
+        # it cannot hold back the rows behind it.
+        Column("available_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
         Column("last_error", Text, nullable=True),
     ]
 
@@ -224,7 +227,7 @@ class OutboxRelay:
             rows = (
                 await conn.execute(
                     select(t.c.id, t.c.event_id, t.c.event_type, t.c.payload, t.c.headers)
-                    .where(t.c.published_at.is_(None))
+                    .where(t.c.published_at.is_(None), t.c.available_at <= func.now())
                     .order_by(t.c.id)
                     .limit(self.batch_size)
                     .with_for_update(skip_locked=True)
@@ -258,11 +261,16 @@ class OutboxRelay:
                     update(t).where(t.c.id.in_(done)).values(published_at=func.now())
                 )
             for row_id, error in failed:
+                # Back off per row (1 s, 2 s, 4 s … at most a minute) so a row that cannot be
+                # published yet, e.g. no queue bound, does not hold back the rows behind it.
+                delay = func.least(60, func.power(2, t.c.attempts)) * text("interval '1 second'")
                 await conn.execute(
                     update(t)
                     .where(t.c.id == row_id)
                     .values(
-                        attempts=t.c.attempts + 1, last_error=f"{type(error).__name__}: {error}"
+                        attempts=t.c.attempts + 1,
+                        last_error=f"{type(error).__name__}: {error}"[:2000],
+                        available_at=func.now() + delay,
                     )
                 )
         self.published_total += len(done)

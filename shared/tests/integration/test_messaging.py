@@ -194,7 +194,12 @@ class TestExactlyOnceEffects:
         assert (await crashing.backlog())[0] == 1  # still pending
 
         relay = OutboxRelay(engine=engine, table=outbox, publish=producer.publish_raw)
-        assert await relay.publish_pending() == 1
+
+        async def republished() -> bool:
+            # The failed row waits out its backoff (a second) before it is tried again.
+            return await relay.publish_pending() == 1
+
+        assert await eventually(republished, timeout=5)
         assert sent == [str(envelope.id)]
 
         async def applied() -> bool:
@@ -413,3 +418,39 @@ async def _get_one(queue: aio_pika.abc.AbstractQueue) -> Any:
             return msg
         await asyncio.sleep(0.05)
     raise AssertionError("no message arrived")
+
+
+class TestOutboxBackoff:
+    async def test_an_unroutable_event_does_not_hold_back_the_rows_behind_it(
+        self, bus_factory: Any, sessions: Any, engine: AsyncEngine, producer_outbox: Outbox
+    ) -> None:
+        from servicekit.events import PaymentFailed
+
+        producer = await bus_factory("producer")
+        consumer_bus = await bus_factory("consumer")
+        await start_consumer(consumer_bus, sessions)
+        relay = OutboxRelay(engine=engine, table=outbox, publish=producer.publish_raw, batch_size=5)
+        async with sessions() as session, session.begin():
+            # A batch's worth of events nobody consumes yet, then one that has a consumer.
+            for _ in range(5):
+                await producer_outbox.add(
+                    session,
+                    PaymentFailed(
+                        payment_id=uuid.uuid4(),
+                        order_id=uuid.uuid4(),
+                        user_id=uuid.uuid4(),
+                        amount="1.00",
+                        currency="USD",
+                        reason="declined",
+                    ),
+                )
+            behind = await producer_outbox.add(session, user_event())
+        await relay.start()
+
+        async def applied() -> bool:
+            return await count_effects(engine, behind.id) == 1
+
+        assert await eventually(applied, timeout=10)
+        await relay.stop(flush_timeout=0)
+        pending, _ = await relay.backlog()
+        assert pending == 5  # kept, to be published once a queue is bound
