@@ -189,9 +189,16 @@ def cleanup(system: System) -> None:
 
 @pytest.fixture(scope="package")
 def system(tmp_path_factory: pytest.TempPathFactory) -> Iterator[System]:
-    """The whole system with two users instances, stopped and checked for leftovers after."""
+    """Two instances of users, orders and payments-gateway; checked for leftovers after.
+
+    The per-client rate limit is raised (every test client is 127.0.0.1) but stays on.
+    """
     tmp = tmp_path_factory.mktemp("system")
-    running = start_system(tmp, instances={"users": 2}, extra_env={"LOG_JSON": "true"})
+    running = start_system(
+        tmp,
+        instances={"users": 2, "orders": 2, "payments-gateway": 2},
+        extra_env={"LOG_JSON": "true", "GATEWAY_RATE_PER_SECOND": "300", "GATEWAY_BURST": "300"},
+    )
     try:
         yield running
     finally:

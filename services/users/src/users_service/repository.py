@@ -1,0 +1,99 @@
+"""Every query of the users service, and the cached read path in front of them."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+
+from sqlalchemy import exists, select, tuple_
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from users_service.cache import UserCache
+from users_service.models import DeletedUser, User
+from users_service.pagination import Position
+from users_service.schemas import UserRead
+
+
+class UserRepository:
+    """The users and deleted_users tables, in the caller's session and transaction."""
+
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+
+    async def get(self, user_id: uuid.UUID) -> User | None:
+        """A profile by id."""
+        return await self.session.scalar(select(User).where(User.id == user_id))
+
+    async def get_for_update(self, user_id: uuid.UUID) -> User | None:
+        """A profile by id, row-locked until the transaction ends (writes read it this way)."""
+        return await self.session.scalar(select(User).where(User.id == user_id).with_for_update())
+
+    async def add_if_absent(
+        self,
+        *,
+        user_id: uuid.UUID,
+        email: str,
+        name: str,
+        roles: list[str],
+        created_at: datetime,
+    ) -> bool:
+        """Insert a profile unless one with this id exists; True when it was inserted."""
+        statement = (
+            insert(User)
+            .values(
+                id=user_id,
+                email=email,
+                name=name,
+                roles=roles,
+                created_at=created_at,
+                updated_at=created_at,
+            )
+            .on_conflict_do_nothing(index_elements=[User.id])
+            .returning(User.id)
+        )
+        return (await self.session.execute(statement)).first() is not None
+
+    async def delete(self, user: User, *, deleted_at: datetime) -> None:
+        """Delete a profile and remember its id, so it is never recreated."""
+        await self.session.delete(user)
+        await self.session.execute(
+            insert(DeletedUser)
+            .values(id=user.id, deleted_at=deleted_at)
+            .on_conflict_do_nothing(index_elements=[DeletedUser.id])
+        )
+        await self.session.flush()
+
+    async def was_deleted(self, user_id: uuid.UUID) -> bool:
+        """True when a profile with this id existed and was deleted."""
+        return bool(await self.session.scalar(select(exists().where(DeletedUser.id == user_id))))
+
+    async def page(self, *, after: Position | None, limit: int) -> list[User]:
+        """Up to ``limit`` profiles older than ``after``, newest first (keyset, no OFFSET)."""
+        statement = select(User).order_by(User.created_at.desc(), User.id.desc()).limit(limit)
+        if after is not None:
+            statement = statement.where(
+                tuple_(User.created_at, User.id) < tuple_(after.created_at, after.id)
+            )
+        return list(await self.session.scalars(statement))
+
+
+class CachedUserReader:
+    """Profiles by id: Redis first, then PostgreSQL (one read per miss), then the cache.
+
+    Loads use a short session of their own rather than a request's: one load serves every
+    concurrent request for the key, so it must not depend on any one of them.
+    """
+
+    def __init__(self, *, cache: UserCache, sessions: async_sessionmaker[AsyncSession]) -> None:
+        self.cache = cache
+        self.sessions = sessions
+
+    async def get(self, user_id: uuid.UUID) -> UserRead | None:
+        """The read model of a profile, or None when there is none."""
+        return await self.cache.get(user_id, self._from_database)
+
+    async def _from_database(self, user_id: uuid.UUID) -> UserRead | None:
+        async with self.sessions() as session:
+            user = await UserRepository(session).get(user_id)
+            return UserRead.model_validate(user) if user is not None else None

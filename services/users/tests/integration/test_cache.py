@@ -1,0 +1,276 @@
+"""The read-through cache: no stampede, no stale refill, instant invalidation, Redis optional."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterator
+from typing import Any
+
+import httpx
+import pytest
+import redis
+from fastapi import FastAPI
+from sqlalchemy import event
+from sqlalchemy.orm import Session
+
+from servicekit.testing.plugin import Infra, serve_app
+from servicekit.testing.tokens import TokenMinter
+from users_service.cache import CacheKeys
+from users_service.config import Settings
+from users_service.models import User
+from users_service.schemas import UserRead
+
+from .conftest import UserSelects, create_profile, resources_of, runtime_of
+
+DEAD_REDIS = "redis://127.0.0.1:1/0"
+
+
+@contextlib.asynccontextmanager
+async def running(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
+    async with serve_app(app) as client:
+        yield client
+
+
+@pytest.fixture
+def sync_redis(infra: Infra) -> Iterator[redis.Redis]:
+    client = redis.Redis.from_url(infra.redis_url)
+    yield client
+    client.close()
+
+
+class TestCacheEntries:
+    async def test_a_read_caches_the_read_model_with_a_ttl_and_a_write_evicts_it(
+        self,
+        settings: Settings,
+        app_factory: Callable[[Settings], FastAPI],
+        token_minter: TokenMinter,
+    ) -> None:
+        app = app_factory(settings)
+        async with running(app) as client:
+            user_id = await create_profile(app, name="Cached")
+            headers = token_minter.headers(user_id)
+            keys = CacheKeys.of(user_id)
+            redis_client = resources_of(app).redis
+
+            read = await client.get("/users/me", headers=headers)
+            cached = await redis_client.get(keys.value)
+            ttl = await redis_client.ttl(keys.value)
+            await client.get("/users/me", headers=headers)
+            await client.patch("/users/me", headers=headers, json={"bio": "new"})
+            after_write = await redis_client.get(keys.value)
+            metrics = (await client.get("/metrics")).text
+
+        assert keys.value == f"users:user:{{{user_id}}}"
+        assert cached is not None
+        assert UserRead.model_validate_json(cached).model_dump(mode="json") == read.json()
+        assert 300 <= ttl <= 330
+        assert after_write is None
+        assert 'users_cache_lookups_total{result="hit"}' in metrics
+        assert "users_profile_db_reads_total" in metrics
+
+
+class TestStampede:
+    async def test_fifty_concurrent_reads_of_a_cold_key_query_the_database_once(
+        self,
+        settings: Settings,
+        app_factory: Callable[[Settings], FastAPI],
+        token_minter: TokenMinter,
+        user_selects: UserSelects,
+    ) -> None:
+        app = app_factory(settings)
+        async with running(app) as client:
+            user_id = await create_profile(app, name="Popular")
+            headers = token_minter.headers(user_id)
+            user_selects.watch(app)
+
+            responses = await asyncio.gather(
+                *(client.get("/users/me", headers=headers) for _ in range(50))
+            )
+
+        assert [r.status_code for r in responses] == [200] * 50
+        assert {r.json()["name"] for r in responses} == {"Popular"}
+        assert user_selects.count == 1
+
+    async def test_concurrent_reads_through_two_instances_query_the_database_once(
+        self,
+        settings: Settings,
+        app_factory: Callable[[Settings], FastAPI],
+        token_minter: TokenMinter,
+        user_selects: UserSelects,
+    ) -> None:
+        first, second = app_factory(settings), app_factory(settings)
+        async with running(first) as one, running(second) as two:
+            user_id = await create_profile(first, name="Shared")
+            headers = token_minter.headers(user_id)
+            user_selects.watch(first)
+            user_selects.watch(second)
+
+            responses = await asyncio.gather(
+                *(client.get("/users/me", headers=headers) for client in [one, two] * 25)
+            )
+
+        assert [r.status_code for r in responses] == [200] * 50
+        assert user_selects.count == 1
+
+
+class TestInvalidation:
+    async def test_a_patch_through_one_instance_shows_at_once_through_another(
+        self,
+        settings: Settings,
+        app_factory: Callable[[Settings], FastAPI],
+        token_minter: TokenMinter,
+    ) -> None:
+        first, second = app_factory(settings), app_factory(settings)
+        async with running(first) as one, running(second) as two:
+            user_id = await create_profile(first, name="Before")
+            headers = token_minter.headers(user_id)
+            warm = await two.get("/users/me", headers=headers)  # cached by the second
+
+            results = []
+            for i in range(5):
+                patched = await one.patch("/users/me", headers=headers, json={"name": f"After {i}"})
+                read = await two.get("/users/me", headers=headers)
+                results.append((patched.status_code, read.json()["name"]))
+
+        assert warm.json()["name"] == "Before"
+        assert results == [(200, f"After {i}") for i in range(5)]
+
+    async def test_the_cache_is_invalidated_after_the_commit_not_before(
+        self,
+        settings: Settings,
+        app_factory: Callable[[Settings], FastAPI],
+        token_minter: TokenMinter,
+        sync_redis: redis.Redis,
+    ) -> None:
+        app = app_factory(settings)
+        async with running(app) as client:
+            user_id = await create_profile(app)
+            headers = token_minter.headers(user_id)
+            keys = CacheKeys.of(user_id)
+            await client.get("/users/me", headers=headers)
+            at_commit: list[tuple[Any, Any]] = []
+
+            def after_flush(session: Session, _: Any) -> None:
+                if any(isinstance(row, User) and row.id == user_id for row in session.dirty):
+                    session.info["test.patched_user"] = True
+
+            def before_commit(session: Session) -> None:
+                # What a concurrent reader on another instance would find at that moment.
+                if session.info.get("test.patched_user"):
+                    at_commit.append((sync_redis.get(keys.value), sync_redis.get(keys.generation)))
+
+            event.listen(Session, "after_flush", after_flush)
+            event.listen(Session, "before_commit", before_commit)
+            try:
+                generation_before = sync_redis.get(keys.generation)
+                patched = await client.patch("/users/me", headers=headers, json={"name": "Z"})
+            finally:
+                event.remove(Session, "before_commit", before_commit)
+                event.remove(Session, "after_flush", after_flush)
+            value_after, generation_after = (
+                sync_redis.get(keys.value),
+                sync_redis.get(keys.generation),
+            )
+
+        assert patched.status_code == 200
+        assert len(at_commit) == 1
+        cached_at_commit, generation_at_commit = at_commit[0]
+        assert cached_at_commit is not None  # still the old entry: not evicted before the commit
+        assert generation_at_commit == generation_before
+        assert value_after is None  # evicted before the response was sent
+        assert generation_after != generation_before
+
+    async def test_a_slow_fill_racing_an_update_leaves_no_stale_value(
+        self,
+        settings: Settings,
+        app_factory: Callable[[Settings], FastAPI],
+        token_minter: TokenMinter,
+    ) -> None:
+        app = app_factory(settings)
+        async with running(app) as client:
+            user_id = await create_profile(app, name="Old")
+            headers = token_minter.headers(user_id)
+            cache = resources_of(app).cache
+            keys = CacheKeys.of(user_id)
+            reading, release = asyncio.Event(), asyncio.Event()
+
+            async def slow_fill(_: uuid.UUID) -> None:
+                reading.set()
+                await release.wait()
+
+            cache.before_fill = slow_fill
+            slow_read = asyncio.create_task(client.get("/users/me", headers=headers))
+            await asyncio.wait_for(reading.wait(), timeout=5)  # it has read "Old" from the db
+            cache.before_fill = None
+            patched = await client.patch("/users/me", headers=headers, json={"name": "New"})
+            release.set()
+            slow = await slow_read
+            cached = await runtime_of(app).redis.get(keys.value)
+            fresh = await client.get("/users/me", headers=headers)
+            cached_after_read = await runtime_of(app).redis.get(keys.value)
+
+        assert patched.status_code == 200
+        assert slow.json()["name"] == "Old"  # it started before the update: fine
+        assert cached is None  # the old row was not put back
+        assert fresh.json()["name"] == "New"
+        assert cached_after_read is not None
+        assert UserRead.model_validate_json(cached_after_read).name == "New"
+
+
+class TestRedisDown:
+    async def test_reads_and_writes_work_from_the_database_with_a_warning(
+        self,
+        settings: Settings,
+        app_factory: Callable[[Settings], FastAPI],
+        token_minter: TokenMinter,
+        caplog: pytest.LogCaptureFixture,
+    ) -> None:
+        app = app_factory(settings.model_copy(update={"redis_url": DEAD_REDIS}))
+        caplog.set_level(logging.WARNING)
+        async with running(app) as client:
+            user_id = await create_profile(app, name="Resilient")
+            headers = token_minter.headers(user_id)
+
+            read = await client.get("/users/me", headers=headers)
+            patched = await client.patch("/users/me", headers=headers, json={"bio": "still here"})
+            reread = await client.get("/users/me", headers=headers)
+            by_id = await client.get(f"/users/{user_id}", headers=headers)
+            burst = await asyncio.gather(
+                *(client.get("/users/me", headers=headers) for _ in range(20))
+            )
+            ready = await client.get("/health/ready")
+
+        assert read.status_code == 200
+        assert read.json()["name"] == "Resilient"
+        assert patched.status_code == 200
+        assert patched.json()["bio"] == "still here"
+        assert reread.status_code == 200
+        assert reread.json()["bio"] == "still here"
+        assert by_id.status_code == 200
+        assert {r.status_code for r in burst} == {200}
+        assert ready.status_code == 200
+        warnings = [str(r.msg) for r in caplog.records if r.levelno == logging.WARNING]
+        assert any("cache.redis_unavailable" in message for message in warnings)
+
+
+class TestDatabaseDown:
+    async def test_a_read_is_503_not_500(
+        self,
+        settings: Settings,
+        app_factory: Callable[[Settings], FastAPI],
+        token_minter: TokenMinter,
+    ) -> None:
+        broken = settings.model_copy(
+            update={"database_url": "postgresql+asyncpg://postgres@127.0.0.1:1/nowhere"}
+        )
+        async with running(app_factory(broken)) as client:
+            headers = token_minter.headers(uuid.uuid4())
+            read = await client.get("/users/me", headers=headers)
+            write = await client.patch("/users/me", headers=headers, json={"name": "x"})
+
+        assert read.status_code == 503
+        assert write.status_code == 503
+        assert read.json()["error"]["code"] == "database_unavailable"
