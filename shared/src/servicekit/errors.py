@@ -159,6 +159,13 @@ class ServiceUnavailable(AppError):
     message = "The service is temporarily unavailable."
 
 
+class DatabaseUnavailable(ServiceUnavailable):
+    """503: the service's database does not answer; the request had no effect."""
+
+    code = "database_unavailable"
+    message = "The service's database is unavailable; try again shortly."
+
+
 _STATUS_CODES = {
     400: "bad_request",
     401: "unauthorized",

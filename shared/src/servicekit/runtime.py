@@ -18,9 +18,12 @@ from typing import Any
 
 import httpx
 import structlog
-from fastapi import APIRouter, FastAPI
+from fastapi import APIRouter, FastAPI, Request
+from fastapi.responses import JSONResponse
 from redis.asyncio import Redis
 from sqlalchemy import Table
+from sqlalchemy.exc import InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_delay, wait_exponential
@@ -28,7 +31,7 @@ from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_delay, w
 from servicekit import tracecontext
 from servicekit.bus import Consumer, ConsumerObserver, EventBus, Handler
 from servicekit.db import create_engine, ping, session_factory
-from servicekit.errors import install_error_handlers
+from servicekit.errors import DatabaseUnavailable, error_response, install_error_handlers
 from servicekit.health import (
     HealthRegistry,
     broker_check,
@@ -117,7 +120,11 @@ class ServiceRuntime:
         self.denylist = Denylist(self.engine)
         await self.denylist.start()
         self.redis = Redis.from_url(
-            s.redis_url, socket_timeout=0.5, socket_connect_timeout=0.5, health_check_interval=30
+            s.redis_url,
+            socket_timeout=s.redis_timeout_ms / 1000,
+            socket_connect_timeout=s.redis_timeout_ms / 1000,
+            health_check_interval=30,
+            max_connections=s.redis_max_connections,
         )
         self.http = httpx.AsyncClient(timeout=httpx.Timeout(5.0, connect=2.0))
         tracecontext.instrument_httpx(self.http)
@@ -239,6 +246,21 @@ class ServiceRuntime:
         log.info("service.stopped")
 
 
+# What a lost or unreachable database raises (asyncpg's connect raises plain OSErrors).
+DATABASE_DOWN: tuple[type[Exception], ...] = (
+    OSError,
+    OperationalError,
+    InterfaceError,
+    PoolTimeoutError,
+)
+
+
+async def _database_unavailable(request: Request, exc: Exception) -> JSONResponse:
+    log.warning("database.unavailable", path=request.url.path, error=type(exc).__name__)
+    error = DatabaseUnavailable()
+    return error_response(error.status_code, error.code, error.message, request=request)
+
+
 class AccessLogMiddleware:
     """Logs one line per HTTP request with method, path, status and duration."""
 
@@ -313,6 +335,8 @@ def create_service_app(
     app.state.runtime = runtime
     tracecontext.instrument_app(app)
     install_error_handlers(app)
+    for exc_type in DATABASE_DOWN:
+        app.add_exception_handler(exc_type, _database_unavailable)
     # Added first so it sits inside the request-id middleware and its lines carry the id.
     app.add_middleware(AccessLogMiddleware)
     app.add_middleware(HttpMetricsMiddleware, service=settings.service_name)

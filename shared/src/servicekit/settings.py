@@ -33,6 +33,8 @@ class ServiceSettings(BaseSettings):
     port: int
     database_url: str
     redis_url: str = "redis://127.0.0.1:6379/0"
+    redis_timeout_ms: int = Field(default=500, ge=10)
+    redis_max_connections: int = Field(default=64, ge=1)
     amqp_url: str = "amqp://guest:guest@127.0.0.1:5672/"
     events_exchange: str = "events"
     log_level: str = "INFO"

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from servicekit.errors import Forbidden, NotFound, ServiceUnavailable, UnprocessableEntity
+from servicekit.errors import Forbidden, NotFound, UnprocessableEntity
 
 
 class ProfileNotFound(NotFound):
@@ -32,9 +32,3 @@ class InvalidCursor(UnprocessableEntity):
     code = "invalid_cursor"
     message = "The cursor is malformed."
 
-
-class DatabaseUnavailable(ServiceUnavailable):
-    """PostgreSQL does not answer."""
-
-    code = "database_unavailable"
-    message = "The service is temporarily unavailable."
