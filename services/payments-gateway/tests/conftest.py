@@ -30,6 +30,15 @@ def settings(
         jwks_file=str(token_minter.jwks_path),
         jwks_url=None,
         retry_delays_ms=[200, 500, 1000],
+        webhook_secret="whsec_test_only",
+        # Short pauses so that retries, deferrals and the breaker's recovery take seconds.
+        provider_backoff_initial=0.05,
+        provider_backoff_max=0.2,
+        provider_read_timeout=3.0,
+        provider_defer_seconds=0.5,
+        breaker_failure_threshold=3,
+        breaker_reset_seconds=1.0,
+        refund_wait_seconds=10.0,
     )
 
 

@@ -5,19 +5,37 @@ from __future__ import annotations
 from fastapi import FastAPI
 
 from payments_gateway.config import Settings
+from payments_gateway.context import PaymentsContext
+from payments_gateway.handlers import build_handlers
 from payments_gateway.models import inbox, outbox
 from payments_gateway.router import router
-from servicekit.runtime import ServiceRuntime, create_service_app
+from servicekit.runtime import ConsumerSpec, ServiceRuntime, create_service_app
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     """Build the app; resources open in its lifespan."""
     settings = settings or Settings()
-    runtime = ServiceRuntime(settings, outbox_table=outbox, inbox_table=inbox)
-    return create_service_app(
+    context = PaymentsContext(settings)
+    runtime = ServiceRuntime(
+        settings,
+        outbox_table=outbox,
+        inbox_table=inbox,
+        consumers=[
+            ConsumerSpec(
+                purpose="payments",
+                handlers=build_handlers(context),
+                concurrency=settings.payment_concurrency,
+            )
+        ],
+        on_start=[context.start],
+        on_stop=[context.stop],
+    )
+    app = create_service_app(
         runtime=runtime,
         title="payments-gateway",
         description="Payments and refunds through the external payment provider.",
         prefix="/payments",
         routers=[router],
     )
+    app.state.payments = context
+    return app

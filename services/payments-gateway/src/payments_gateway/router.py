@@ -2,6 +2,73 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+import uuid
+from typing import Annotated, Any
 
-router = APIRouter(prefix="/payments", tags=["payments-gateway"])
+from fastapi import APIRouter, Header, Query, Request
+
+from payments_gateway import service
+from payments_gateway.dependencies import ContextDep, PrincipalDep, SessionDep
+from payments_gateway.schemas import PaymentPage, PaymentRead, WebhookReceipt
+from payments_gateway.webhooks import SIGNATURE_HEADER
+
+router = APIRouter(prefix="/payments", tags=["payments"])
+
+_ERRORS: dict[int | str, dict[str, Any]] = {
+    401: {"description": "Missing or invalid token"},
+    422: {"description": "Invalid input or cursor"},
+}
+
+
+@router.get("", responses=_ERRORS)
+async def list_payments(
+    session: SessionDep,
+    principal: PrincipalDep,
+    order_id: uuid.UUID | None = None,
+    limit: Annotated[int, Query(ge=1, le=100)] = 20,
+    cursor: Annotated[str | None, Query(max_length=200)] = None,
+) -> PaymentPage:
+    """The caller's payments (an admin's: everyone's), newest first, optionally of one order."""
+    items, next_cursor = await service.list_payments(
+        session=session, principal=principal, order_id=order_id, limit=limit, cursor=cursor
+    )
+    return PaymentPage(
+        items=[PaymentRead.model_validate(p) for p in items], next_cursor=next_cursor
+    )
+
+
+@router.get("/{payment_id}", responses={**_ERRORS, 404: {"description": "Not found"}})
+async def get_payment(
+    payment_id: uuid.UUID, session: SessionDep, principal: PrincipalDep
+) -> PaymentRead:
+    """One payment of the caller (any payment for an admin)."""
+    payment = await service.get_payment(session=session, principal=principal, payment_id=payment_id)
+    return PaymentRead.model_validate(payment)
+
+
+@router.post(
+    "/webhooks/provider",
+    responses={
+        400: {"description": "Malformed body, or timestamp outside the window"},
+        401: {"description": "Missing or invalid Provider-Signature"},
+        404: {"description": "No payment for this charge"},
+        409: {"description": "Event already processed (replay) or not the payment's charge"},
+    },
+)
+async def provider_webhook(
+    request: Request,
+    session: SessionDep,
+    context: ContextDep,
+    provider_signature: Annotated[str | None, Header(alias=SIGNATURE_HEADER)] = None,
+) -> WebhookReceipt:
+    """The provider's result for a charge it answered pending; signed, each event applied once."""
+    settings = context.settings
+    event, applied = await service.receive_provider_webhook(
+        session=session,
+        outbox=context.outbox,
+        secret=settings.webhook_secret.get_secret_value(),
+        tolerance=settings.webhook_tolerance_seconds,
+        signature=provider_signature,
+        body=await request.body(),
+    )
+    return WebhookReceipt(event_id=event.id, result="applied" if applied else "ignored")

@@ -1,0 +1,89 @@
+"""What the payments-gateway holds open besides the shared runtime: the provider client."""
+
+from __future__ import annotations
+
+import httpx
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from payments_gateway.config import Settings
+from payments_gateway.provider import ProviderClient
+from servicekit.breaker import State
+from servicekit.logging import get_logger
+from servicekit.outbox import Outbox
+from servicekit.runtime import ServiceRuntime
+
+log = get_logger(__name__)
+
+
+class PaymentsContext:
+    """The provider client and the runtime parts the handlers and routes need."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._runtime: ServiceRuntime | None = None
+        self._http: httpx.AsyncClient | None = None
+        self._provider: ProviderClient | None = None
+
+    async def start(self, runtime: ServiceRuntime) -> None:
+        """Open the provider client (an on_start hook of the runtime)."""
+        s = self.settings
+        self._runtime = runtime
+        self._http = httpx.AsyncClient(
+            base_url=s.provider_url,
+            timeout=httpx.Timeout(
+                s.provider_read_timeout,
+                connect=s.provider_connect_timeout,
+                pool=s.provider_connect_timeout,
+            ),
+            limits=httpx.Limits(max_connections=s.provider_max_connections),
+        )
+        self._provider = ProviderClient(
+            self._http,
+            max_attempts=s.provider_max_attempts,
+            backoff_initial=s.provider_backoff_initial,
+            backoff_max=s.provider_backoff_max,
+            retry_after_max=s.provider_retry_after_max,
+            failure_threshold=s.breaker_failure_threshold,
+            reset_timeout=s.breaker_reset_seconds,
+        )
+        # Reported, not fatal: payments wait for the provider; reads and webhooks still work.
+        runtime.health.add("payment_provider", self._circuit_check, critical=False)
+        log.info("provider.client_opened", provider_url=s.provider_url)
+
+    async def stop(self, runtime: ServiceRuntime) -> None:
+        """Close the provider client (an on_stop hook, after the consumers finished)."""
+        if self._http is not None:
+            await self._http.aclose()
+            self._http = None
+
+    async def _circuit_check(self) -> None:
+        breaker = self.provider.breaker
+        state = breaker.state
+        if state is State.OPEN:
+            raise ConnectionError(f"circuit open, next trial in {breaker.retry_after:.1f}s")
+        if state is State.HALF_OPEN:
+            raise ConnectionError("circuit half_open, waiting for a trial call to succeed")
+
+    @property
+    def runtime(self) -> ServiceRuntime:
+        """The running service's shared resources."""
+        if self._runtime is None:
+            raise RuntimeError("the payments context was not started")
+        return self._runtime
+
+    @property
+    def provider(self) -> ProviderClient:
+        """The provider client."""
+        if self._provider is None:
+            raise RuntimeError("the payments context was not started")
+        return self._provider
+
+    @property
+    def sessions(self) -> async_sessionmaker[AsyncSession]:
+        """Sessions on this service's database."""
+        return self.runtime.sessions
+
+    @property
+    def outbox(self) -> Outbox:
+        """This service's outbox."""
+        return self.runtime.outbox

@@ -1,0 +1,190 @@
+"""The payments-gateway and the provider simulator, both served over real HTTP on free ports.
+
+The simulator calls the service's webhook over HTTP, so the service runs in uvicorn too, not
+only in-process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any
+
+import httpx
+import uvicorn
+from fastapi import FastAPI
+
+from payments_gateway.config import Settings
+from servicekit.bus import EventBus
+from servicekit.events import (
+    EventData,
+    EventEnvelope,
+    OrderCreated,
+    OrderItemData,
+    OrderRefundRequested,
+    new_envelope,
+)
+from servicekit.testing.capture import EventCapture
+from servicekit.testing.tokens import TokenMinter
+
+WEBHOOK_PATH = "/payments/webhooks/provider"
+
+
+class _Server(uvicorn.Server):
+    """A uvicorn server that leaves the test runner's signal handlers alone."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+def bound_socket() -> socket.socket:
+    # Bound before the apps are built, so each can be told the other's address; port 0 never
+    # collides with the fixed development ports.
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", 0))
+    return sock
+
+
+@contextlib.asynccontextmanager
+async def serving(app: FastAPI, sock: socket.socket) -> AsyncIterator[str]:
+    """Serve ``app`` on ``sock`` with uvicorn (lifespan included) until the block ends."""
+    config = uvicorn.Config(
+        app, lifespan="on", log_config=None, log_level="warning", timeout_graceful_shutdown=5
+    )
+    server = _Server(config)
+    task = asyncio.create_task(server.serve(sockets=[sock]))
+    while not server.started:
+        if task.done():
+            task.result()
+            raise RuntimeError("the server stopped during startup")
+        await asyncio.sleep(0.01)
+    host, port = sock.getsockname()[:2]
+    try:
+        yield f"http://{host}:{port}"
+    finally:
+        server.should_exit = True
+        await task
+        sock.close()
+
+
+def an_order(
+    *, user_id: uuid.UUID | None = None, card: str = "tok_visa", amount: str = "21.00"
+) -> OrderCreated:
+    """A fresh order as the orders service announces it."""
+    total = Decimal(amount)
+    return OrderCreated(
+        order_id=uuid.uuid4(),
+        user_id=user_id or uuid.uuid4(),
+        items=[OrderItemData(sku="SKU-1", quantity=1, unit_price=total)],
+        total_amount=total,
+        currency="USD",
+        payment_token=card,
+    )
+
+
+def a_refund_request(order: OrderCreated) -> OrderRefundRequested:
+    """The orders service asking for an order's money back."""
+    return OrderRefundRequested(
+        order_id=order.order_id,
+        user_id=order.user_id,
+        amount=order.total_amount,
+        currency=order.currency,
+        reason="cancelled_after_payment",
+    )
+
+
+@dataclass
+class Stack:
+    """A running payments-gateway, its provider simulator, and the test's view of both."""
+
+    settings: Settings
+    api: httpx.AsyncClient
+    provider: httpx.AsyncClient
+    orders_bus: EventBus
+    events: EventCapture
+    tokens: TokenMinter
+
+    async def publish(self, data: EventData) -> EventEnvelope:
+        """Publish an event as the orders service would."""
+        envelope = new_envelope(data, producer="orders")
+        await self.orders_bus.publish(envelope)
+        return envelope
+
+    async def wait_for(
+        self, event_type: str, order_id: uuid.UUID, *, count: int = 1, timeout: float = 10.0
+    ) -> list[Any]:
+        """The payloads of ``event_type`` published for an order (waits for ``count``)."""
+        found = await self.events.wait_for(
+            event_type,
+            where=lambda d: getattr(d, "order_id", None) == order_id,
+            count=count,
+            timeout=timeout,
+        )
+        return [data for _, data in found]
+
+    async def published(self, event_type: str, order_id: uuid.UUID) -> list[Any]:
+        """Every ``event_type`` published so far for an order."""
+        return [
+            data
+            for _, data in await self.events.of_type(event_type)
+            if getattr(data, "order_id", None) == order_id
+        ]
+
+    async def ledger(self, order_id: uuid.UUID | None = None) -> list[dict[str, Any]]:
+        """What the provider actually did (for one order: its charges and refunds)."""
+        entries: list[dict[str, Any]] = (await self.provider.get("/__admin/ledger")).json()
+        if order_id is None:
+            return entries
+        return [e for e in entries if e["metadata"].get("order_id") == str(order_id)]
+
+    async def faults(self, **faults: Any) -> None:
+        """Change the provider's injected faults."""
+        response = await self.provider.put("/__admin/faults", json=faults)
+        response.raise_for_status()
+
+    async def stats(self) -> dict[str, Any]:
+        """The provider's request counts."""
+        stats: dict[str, Any] = (await self.provider.get("/__admin/stats")).json()
+        return stats
+
+    def auth(self, user_id: uuid.UUID, *, admin: bool = False) -> dict[str, str]:
+        """An Authorization header for a user."""
+        return self.tokens.headers(user_id, roles=["admin"] if admin else [])
+
+    async def payments_of(self, order: OrderCreated) -> list[dict[str, Any]]:
+        """The order's payments as its owner lists them."""
+        response = await self.api.get(
+            "/payments", params={"order_id": str(order.order_id)}, headers=self.auth(order.user_id)
+        )
+        assert response.status_code == 200, response.text
+        items: list[dict[str, Any]] = response.json()["items"]
+        return items
+
+    async def payment_of(self, order: OrderCreated) -> dict[str, Any]:
+        """The order's one payment."""
+        items = await self.payments_of(order)
+        assert len(items) == 1, items
+        return items[0]
+
+    async def wait_for_status(
+        self, order: OrderCreated, status: str, *, timeout: float = 10.0
+    ) -> dict[str, Any]:
+        """The order's payment once it reached ``status``."""
+        deadline = asyncio.get_running_loop().time() + timeout
+        while True:
+            items = await self.payments_of(order)
+            if items and items[0]["status"] == status:
+                return items[0]
+            if asyncio.get_running_loop().time() > deadline:
+                raise AssertionError(f"payment never became {status}: {items}")
+            await asyncio.sleep(0.05)
+
+
+StackFactory = Callable[..., contextlib.AbstractAsyncContextManager[Stack]]
