@@ -4,20 +4,43 @@ from __future__ import annotations
 
 from fastapi import FastAPI
 
+from auth_service import handlers
 from auth_service.config import Settings
 from auth_service.models import inbox, outbox
-from auth_service.router import router
-from servicekit.runtime import ServiceRuntime, create_service_app
+from auth_service.resources import AuthResources
+from auth_service.router import router, well_known_router
+from servicekit.runtime import ConsumerSpec, ServiceRuntime, create_service_app
+
+# What the outbox may carry (it refuses anything else); also the AsyncAPI document's source.
+PUBLISHES = ("user.registered", "session.revoked")
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     """Build the app; resources open in its lifespan."""
     settings = settings or Settings()
-    runtime = ServiceRuntime(settings, outbox_table=outbox, inbox_table=inbox)
-    return create_service_app(
+    auth = AuthResources(settings)
+    runtime = ServiceRuntime(
+        settings,
+        outbox_table=outbox,
+        inbox_table=inbox,
+        publishes=PUBLISHES,
+        consumers=[
+            ConsumerSpec(purpose="accounts", handlers={"user.deleted": handlers.user_deleted(auth)})
+        ],
+        on_start=[auth.start],
+        on_stop=[auth.stop],
+    )
+    app = create_service_app(
         runtime=runtime,
         title="auth",
-        description="Registration, login, tokens, signing keys.",
+        description=(
+            "Registration, login, OAuth 2.0 token endpoint, refresh-token rotation, logout and "
+            "the public signing keys (JWKS). Access tokens are RS256 JWTs (`typ: at+jwt`) valid "
+            "for at most 15 minutes."
+        ),
         prefix="/auth",
-        routers=[router],
+        routers=[router, well_known_router],
+        json_exempt_paths=["/auth/token"],
     )
+    app.state.auth = auth
+    return app

@@ -23,6 +23,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         settings,
         outbox_table=outbox,
         inbox_table=inbox,
+        publishes=[],  # it only consumes
         consumers=[
             ConsumerSpec("users", user_handlers(settings=settings, renderer=renderer)),
             ConsumerSpec("orders", order_handlers(settings=settings, renderer=renderer)),

@@ -31,6 +31,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         outbox_table=outbox,
         inbox_table=inbox,
         consumers=consumer_specs(deps),
+        publishes=[
+            "order.created",
+            "order.confirmed",
+            "order.failed",
+            "order.cancelled",
+            "order.refund_requested",
+        ],
         on_start=[janitor.start],
         on_stop=[janitor.stop],
     )

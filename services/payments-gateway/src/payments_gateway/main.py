@@ -27,6 +27,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 concurrency=settings.payment_concurrency,
             )
         ],
+        publishes=["payment.succeeded", "payment.failed", "payment.refunded"],
         on_start=[context.start],
         on_stop=[context.stop],
     )

@@ -1,0 +1,159 @@
+"""Forged and broken access tokens for attack tests (reusable against any service).
+
+``attack_tokens()`` returns, by name, tokens every verifier must refuse with 401. It needs
+auth's real signing key and kid (to make tokens that are *correctly signed* but wrong in one
+respect: expired, wrong audience...) and the published public key (for the HMAC confusion).
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import jwt
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+
+
+def b64url(data: bytes) -> str:
+    """Unpadded base64url."""
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
+
+
+def _segment(value: dict[str, Any]) -> str:
+    return b64url(json.dumps(value, separators=(",", ":")).encode())
+
+
+def unsigned(header: dict[str, Any], claims: dict[str, Any]) -> str:
+    """A token with ``alg: none`` and an empty signature."""
+    return f"{_segment({**header, 'alg': 'none'})}.{_segment(claims)}."
+
+
+def hmac_signed(header: dict[str, Any], claims: dict[str, Any], secret: bytes) -> str:
+    """An HS256 token signed with ``secret`` (libraries refuse to do this with a PEM key)."""
+    signing_input = f"{_segment({**header, 'alg': 'HS256'})}.{_segment(claims)}"
+    signature = hmac.new(secret, signing_input.encode(), hashlib.sha256).digest()
+    return f"{signing_input}.{b64url(signature)}"
+
+
+def tamper(token: str, **claim_changes: Any) -> str:
+    """Change claims of a signed token but keep its original signature."""
+    header, payload, signature = token.split(".")
+    claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+    claims.update(claim_changes)
+    return f"{header}.{_segment(claims)}.{signature}"
+
+
+@dataclass
+class Forger:
+    """Signs tokens like auth does, with whatever key and claims a test wants."""
+
+    private_key: rsa.RSAPrivateKey
+    kid: str
+    issuer: str = "urn:shop:auth"
+    audience: str = "urn:shop:api"
+
+    @classmethod
+    def from_keys_dir(cls, directory: Path, **kwargs: Any) -> Forger:
+        """Use the newest key of an auth keys directory (``<kid>.pem`` + ``<kid>.json``)."""
+        metas = [json.loads(p.read_text()) for p in directory.glob("*.json")]
+        newest = max(metas, key=lambda m: m["active_from"])
+        pem = (directory / f"{newest['kid']}.pem").read_bytes()
+        key = serialization.load_pem_private_key(pem, password=None)
+        assert isinstance(key, rsa.RSAPrivateKey)
+        return cls(private_key=key, kid=newest["kid"], **kwargs)
+
+    @property
+    def public_pem(self) -> bytes:
+        """The public key as PEM (what an HMAC-confusion attacker would use as the secret)."""
+        return self.private_key.public_key().public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+
+    def claims(self, user_id: uuid.UUID, ttl: int = 300, **overrides: Any) -> dict[str, Any]:
+        """Auth-shaped claims; an override of None removes the claim."""
+        now = int(time.time())
+        claims: dict[str, Any] = {
+            "iss": self.issuer,
+            "aud": self.audience,
+            "sub": str(user_id),
+            "iat": now,
+            "nbf": now,
+            "exp": now + ttl,
+            "jti": uuid.uuid4().hex,
+            "roles": ["user"],
+        }
+        for name, value in overrides.items():
+            if value is None:
+                claims.pop(name, None)
+            else:
+                claims[name] = value
+        return claims
+
+    def header(self, **overrides: Any) -> dict[str, Any]:
+        """Auth-shaped header."""
+        return {"alg": "RS256", "typ": "at+jwt", "kid": self.kid, **overrides}
+
+    def sign(
+        self,
+        claims: dict[str, Any],
+        *,
+        key: rsa.RSAPrivateKey | None = None,
+        algorithm: str = "RS256",
+        **header: Any,
+    ) -> str:
+        """Sign ``claims`` (with this forger's key unless another is given)."""
+        headers = {"typ": "at+jwt", "kid": self.kid, **header}
+        return jwt.encode(claims, key or self.private_key, algorithm=algorithm, headers=headers)
+
+    def valid(self, user_id: uuid.UUID) -> str:
+        """A token the verifier must accept (the control of the matrix)."""
+        return self.sign(self.claims(user_id))
+
+    def attack_tokens(self, user_id: uuid.UUID, *, refresh_token: str) -> dict[str, str]:
+        """Every token here must be refused with 401."""
+        now = int(time.time())
+        stranger = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        good = self.valid(user_id)
+        return {
+            "alg_none": unsigned(self.header(), self.claims(user_id)),
+            "alg_none_uppercase": unsigned(self.header(), self.claims(user_id)).replace(
+                _segment({**self.header(), "alg": "none"}),
+                _segment({**self.header(), "alg": "NONE"}),
+            ),
+            "hs256_with_public_key": hmac_signed(
+                self.header(), self.claims(user_id), self.public_pem
+            ),
+            "key_not_in_jwks_with_known_kid": self.sign(self.claims(user_id), key=stranger),
+            "unknown_kid": self.sign(
+                self.claims(user_id), key=stranger, kid=f"attacker-{uuid.uuid4().hex[:8]}"
+            ),
+            "no_kid": jwt.encode(
+                self.claims(user_id), self.private_key, algorithm="RS256", headers={"typ": "at+jwt"}
+            ),
+            "rs512_with_real_key": self.sign(self.claims(user_id), algorithm="RS512"),
+            "not_an_access_token_typ": self.sign(self.claims(user_id), typ="JWT"),
+            "tampered_roles": tamper(good, roles=["admin"]),
+            "tampered_sub": tamper(good, sub=str(uuid.uuid4())),
+            "expired": self.sign(
+                self.claims(user_id, iat=now - 1200, nbf=now - 1200, exp=now - 300)
+            ),
+            "not_yet_valid": self.sign(self.claims(user_id, nbf=now + 600, exp=now + 900)),
+            "wrong_issuer": self.sign(self.claims(user_id, iss="https://evil.example")),
+            "wrong_audience": self.sign(self.claims(user_id, aud="urn:other:api")),
+            "missing_sub": self.sign(self.claims(user_id, sub=None)),
+            "missing_exp": self.sign(self.claims(user_id, exp=None)),
+            "missing_jti": self.sign(self.claims(user_id, jti=None)),
+            "sub_not_a_user_id": self.sign(self.claims(user_id, sub="admin")),
+            "refresh_token_as_bearer": refresh_token,
+            "garbage": "not-a-token",
+            "three_garbage_segments": "aaa.bbb.ccc",
+            "empty_signature": good.rsplit(".", 1)[0] + ".",
+        }
