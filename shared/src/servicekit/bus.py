@@ -120,7 +120,9 @@ class EventBus:
         tracecontext.configure_tracing(self.service)  # so every message carries a traceparent
         self._connection = await aio_pika.connect_robust(
             self.url,
-            client_properties={"connection_name": f"{self.service}:{uuid.uuid4().hex[:8]}"},
+            client_properties={
+                "connection_name": f"{self.service}@{self.exchange_name}:{uuid.uuid4().hex[:8]}"
+            },
         )
         self._channel = await self._connection.channel(
             publisher_confirms=True, on_return_raises=True

@@ -106,7 +106,17 @@ class ServiceRuntime:
         self.health = HealthRegistry()
 
     async def start(self) -> None:
-        """Open everything; the broker is awaited for a while so start order does not matter."""
+        """Open everything; the broker is awaited for a while so start order does not matter.
+
+        If any step fails, what was opened so far is closed again before the error propagates.
+        """
+        try:
+            await self._open()
+        except BaseException:
+            await self._close_opened()
+            raise
+
+    async def _open(self) -> None:
         s = self.settings
         self.engine = create_engine(
             s.database_url,
@@ -238,12 +248,24 @@ class ServiceRuntime:
             with contextlib.suppress(Exception):
                 await hook(self)
         await self.relay.stop(flush_timeout=5.0)
-        await self.denylist.stop()
-        await self.bus.close()
-        await self.http.aclose()
-        await self.redis.aclose()
-        await self.engine.dispose()
+        await self._close_opened()
         log.info("service.stopped")
+
+    async def _close_opened(self) -> None:
+        """Close whichever resources were opened (all of them after a full start)."""
+        opened = vars(self)
+        if "relay" in opened:
+            await self.relay.stop(flush_timeout=0)
+        if "denylist" in opened:
+            await self.denylist.stop()
+        if "bus" in opened:
+            await self.bus.close()
+        if "http" in opened:
+            await self.http.aclose()
+        if "redis" in opened:
+            await self.redis.aclose()
+        if "engine" in opened:
+            await self.engine.dispose()
 
 
 # What a lost or unreachable database raises (asyncpg's connect raises plain OSErrors).

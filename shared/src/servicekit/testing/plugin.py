@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
+import json
 import os
 import shutil
 import socket
@@ -142,8 +143,8 @@ def delete_amqp_by_prefix(amqp_url: str, prefix: str) -> None:
     if not shutil.which("rabbitmqctl") or "127.0.0.1" not in amqp_url:
         return
     for kind, column in (("queues", "name"), ("exchanges", "name")):
-        listing = subprocess.run(  # noqa: S603 - fixed arguments, no user input
-            ["rabbitmqctl", "-q", f"list_{kind}", column, "--no-table-headers"],  # noqa: S607
+        listing = subprocess.run(
+            ["rabbitmqctl", "-q", f"list_{kind}", column, "--no-table-headers"],
             capture_output=True,
             text=True,
             timeout=60,
@@ -152,6 +153,42 @@ def delete_amqp_by_prefix(amqp_url: str, prefix: str) -> None:
         names = [n for n in listing.stdout.split() if n.startswith(prefix)]
         if names:
             asyncio.run(_delete_amqp(amqp_url, kind, names))
+
+
+def close_connections(marker: str, reason: str = "closed by a test") -> int:
+    """Force-close the broker connections whose name contains ``marker`` (local broker only).
+
+    Connections are named ``<service>@<exchange>:<id>``, so a test can drop its own
+    connections, as ``rabbitmqctl close_all_connections`` would, without disturbing other
+    runs on the same broker. Returns how many it closed.
+    """
+    listing = subprocess.run(
+        [
+            "rabbitmqctl",
+            "-q",
+            "list_connections",
+            "pid",
+            "client_properties",
+            "--formatter",
+            "json",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    closed = 0
+    for connection in json.loads(listing.stdout or "[]"):
+        props = {key: value for key, _, value in connection.get("client_properties", [])}
+        if marker in str(props.get("connection_name", "")):
+            subprocess.run(
+                ["rabbitmqctl", "-q", "close_connection", connection["pid"], reason],
+                capture_output=True,
+                timeout=60,
+                check=False,
+            )
+            closed += 1
+    return closed
 
 
 async def _delete_amqp(url: str, kind: str, names: list[str]) -> None:
