@@ -31,4 +31,3 @@ class InvalidCursor(UnprocessableEntity):
 
     code = "invalid_cursor"
     message = "The cursor is malformed."
-
