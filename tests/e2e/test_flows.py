@@ -3,6 +3,7 @@ SMTP sink, broker and databases: the order saga, exactly-once charging, revocati
 
 from __future__ import annotations
 
+import asyncio
 import time
 import uuid
 from collections.abc import Callable
@@ -304,3 +305,73 @@ class TestCorrelation:
             return all(correlation in text for text in logs.values())
 
         assert eventually(in_all_logs, 10)
+
+
+class TestScaledInstances:
+    def test_patch_then_get_returns_the_new_value_at_once_across_two_users_instances(
+        self, api: httpx.Client, system: System
+    ) -> None:
+        user = register(api, "Before")
+        for round_ in range(10):
+            name = f"After {round_}"
+            patched = api.patch("/users/me", json={"name": name}, headers=user.auth)
+            assert patched.status_code == 200, patched.text
+            # Consecutive reads are balanced over both instances; each sees the write.
+            for _ in range(4):
+                assert api.get("/users/me", headers=user.auth).json()["name"] == name
+        for instance in ("users-1", "users-2"):
+            assert "PATCH" in system.log(instance) or "/users/me" in system.log(instance)
+
+    async def test_two_hundred_orders_over_two_instances_each_charged_exactly_once(
+        self, system: System, simulator: httpx.Client
+    ) -> None:
+        async with httpx.AsyncClient(base_url=system.gateway, timeout=30) as client:
+            users = []
+            for _ in range(4):
+                users.append(
+                    await asyncio.to_thread(
+                        register, httpx.Client(base_url=system.gateway, timeout=10), "Load"
+                    )
+                )
+
+            async def order(user: User) -> str:
+                response = await client.post(
+                    "/orders",
+                    json={
+                        "items": [{"sku": "LOAD-1", "quantity": 1, "unit_price": "3.30"}],
+                        "currency": "USD",
+                        "payment_token": "tok_visa",
+                    },
+                    headers={**user.auth, "Idempotency-Key": str(uuid.uuid4())},
+                )
+                assert response.status_code == 201, response.text
+                return str(response.json()["id"])
+
+            semaphore = asyncio.Semaphore(16)
+
+            async def bounded(user: User) -> str:
+                async with semaphore:
+                    return await order(user)
+
+            ids = await asyncio.gather(*(bounded(users[i % 4]) for i in range(200)))
+
+            async def confirmed() -> int:
+                total = 0
+                for user in users:
+                    page = await client.get("/orders?status=confirmed&limit=100", headers=user.auth)
+                    total += len(page.json()["items"])
+                return total
+
+            deadline = time.monotonic() + 120
+            while await confirmed() < len(ids) and time.monotonic() < deadline:
+                await asyncio.sleep(1)
+            assert await confirmed() == len(ids)
+        charges = [
+            e
+            for e in simulator.get("/__admin/ledger").json()
+            if e["type"] == "charge" and e["metadata"].get("order_id") in set(ids)
+        ]
+        assert len(charges) == len(ids)
+        assert len({c["metadata"]["order_id"] for c in charges}) == len(ids)
+        for instance in ("orders-1", "orders-2", "payments-gateway-1", "payments-gateway-2"):
+            assert "event.handled" in system.log(instance), f"{instance} handled nothing"

@@ -16,13 +16,14 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequenc
 from dataclasses import dataclass, field
 from typing import Any
 
+import asyncpg
 import httpx
 import structlog
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import JSONResponse
 from redis.asyncio import Redis
 from sqlalchemy import Table
-from sqlalchemy.exc import InterfaceError, OperationalError
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -268,6 +269,14 @@ class ServiceRuntime:
             await self.engine.dispose()
 
 
+# asyncpg's refusals at connect time (server full, starting up, shutting down).
+_ASYNCPG_CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
+    asyncpg.TooManyConnectionsError,
+    asyncpg.CannotConnectNowError,
+    asyncpg.ConnectionDoesNotExistError,
+    asyncpg.AdminShutdownError,
+)
+
 # What a lost or unreachable database raises (asyncpg's connect raises plain OSErrors).
 DATABASE_DOWN: tuple[type[Exception], ...] = (
     OSError,
@@ -277,7 +286,21 @@ DATABASE_DOWN: tuple[type[Exception], ...] = (
 )
 
 
+def _is_connection_failure(exc: BaseException) -> bool:
+    """True for errors meaning the database could not be reached or refused a connection."""
+    if isinstance(exc, DATABASE_DOWN):
+        return True
+    if isinstance(exc, DBAPIError):
+        if exc.connection_invalidated:
+            return True
+        cause = exc.orig.__cause__ if exc.orig is not None else None
+        return isinstance(cause, (*_ASYNCPG_CONNECTION_ERRORS, OSError))
+    return False
+
+
 async def _database_unavailable(request: Request, exc: Exception) -> JSONResponse:
+    if not _is_connection_failure(exc):
+        raise exc  # a real bug: the generic handler answers 500 and logs it
     log.warning("database.unavailable", path=request.url.path, error=type(exc).__name__)
     error = DatabaseUnavailable()
     return error_response(error.status_code, error.code, error.message, request=request)
@@ -357,7 +380,7 @@ def create_service_app(
     app.state.runtime = runtime
     tracecontext.instrument_app(app)
     install_error_handlers(app)
-    for exc_type in DATABASE_DOWN:
+    for exc_type in (*DATABASE_DOWN, DBAPIError):
         app.add_exception_handler(exc_type, _database_unavailable)
     # Added first so it sits inside the request-id middleware and its lines carry the id.
     app.add_middleware(AccessLogMiddleware)

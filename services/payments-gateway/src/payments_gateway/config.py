@@ -20,6 +20,8 @@ class Settings(ServiceSettings):
     service_name: str = "payments-gateway"
     port: int = 8004
     database_url: str = "postgresql+asyncpg://postgres@127.0.0.1:5432/payments"
+    # Each payment in flight holds two connections (see payment_concurrency below).
+    db_pool_size: int = 10
 
     # The external payment provider.
     provider_url: str = "http://127.0.0.1:8090"
