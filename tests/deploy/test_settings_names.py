@@ -10,7 +10,6 @@ import importlib
 
 import pytest
 from pydantic_settings import BaseSettings
-
 from test_compose import SERVICE_ENV_VARS
 
 PACKAGES = {
