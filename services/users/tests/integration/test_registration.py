@@ -92,6 +92,12 @@ class TestRegistration:
             bus = await bus_factory("auth", exchange=settings.events_exchange)
             await bus.publish(first)
             await bus.publish(first)
+
+            async def first_applied() -> bool:
+                return recorder.handled.count("user.registered") >= 1
+
+            # Deliveries are handled concurrently; the later event must come later.
+            await eventually(first_applied)
             await bus.publish(second)
 
             async def all_three_consumed() -> bool:
