@@ -15,6 +15,7 @@ import structlog
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from servicekit.logging import current_request_id, get_logger
@@ -186,6 +187,69 @@ _STATUS_MESSAGES = {
     404: "The resource was not found.",
     405: "The method is not allowed for this resource.",
 }
+
+
+class ErrorDetail(BaseModel):
+    """The body of every error: a stable code, a message for people, the request id."""
+
+    code: str = Field(description="snake_case error code, stable across versions.")
+    message: str
+    request_id: str = Field(description="The X-Request-ID of the request, for support.")
+    details: list[Any] | None = Field(
+        default=None, description="Validation problems, each with `loc`, `msg` and `type`."
+    )
+
+
+class ErrorEnvelope(BaseModel):
+    """``{"error": {...}}``: how every service answers a failed request."""
+
+    error: ErrorDetail
+
+
+_RESPONSE_DESCRIPTIONS = {
+    400: "Malformed request (the body is not valid JSON, or a parameter is not allowed).",
+    401: "Missing, invalid, expired or revoked access token.",
+    403: "Authenticated, but not allowed to do this.",
+    404: "Unknown, or not the caller's.",
+    409: "Conflicts with the current state of the resource.",
+    413: "The body is too large.",
+    415: "The body is not application/json.",
+    422: "Invalid input.",
+    429: "Too many requests; retry after the time in Retry-After.",
+    503: "A dependency the service needs is down; the request had no effect.",
+}
+
+_RESPONSE_HEADERS: dict[int, dict[str, Any]] = {
+    401: {
+        "WWW-Authenticate": {
+            "description": "The Bearer challenge (RFC 6750).",
+            "schema": {"type": "string"},
+        }
+    },
+    429: {
+        "Retry-After": {
+            "description": "Seconds to wait before trying again.",
+            "schema": {"type": "string"},
+        }
+    },
+}
+
+
+def error_responses(
+    *codes: int, descriptions: Mapping[int, str] | None = None
+) -> dict[int | str, dict[str, Any]]:
+    """The OpenAPI ``responses=`` of a route for the error statuses it may answer with."""
+    described = {**_RESPONSE_DESCRIPTIONS, **(descriptions or {})}
+    responses: dict[int | str, dict[str, Any]] = {}
+    for code in codes:
+        response: dict[str, Any] = {
+            "model": ErrorEnvelope,
+            "description": described.get(code, _phrase(code) or "Error"),
+        }
+        if code in _RESPONSE_HEADERS:
+            response["headers"] = _RESPONSE_HEADERS[code]
+        responses[code] = response
+    return responses
 
 
 def _phrase(status_code: int) -> str:

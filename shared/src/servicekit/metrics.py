@@ -8,8 +8,7 @@ in-process registry is enough; with several workers in one container, point
 from __future__ import annotations
 
 import os
-import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 
 from fastapi import APIRouter, Response
 from prometheus_client import (
@@ -21,7 +20,7 @@ from prometheus_client import (
     Histogram,
     generate_latest,
 )
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import Scope
 
 from servicekit.breaker import State
 
@@ -79,43 +78,16 @@ CONSUMERS_ACTIVE = Gauge("consumers_active", "Queues this instance is consuming 
 _STATE_VALUE = {State.CLOSED: 0, State.HALF_OPEN: 1, State.OPEN: 2}
 
 
-class HttpMetricsMiddleware:
-    """Counts requests and observes latency by route template (never the raw path)."""
-
-    def __init__(
-        self, app: ASGIApp, *, service: str, skip: Sequence[str] = ("/metrics", "/health")
-    ) -> None:
-        self.app = app
-        self.service = service
-        self.skip = tuple(skip)
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["path"].startswith(self.skip):
-            await self.app(scope, receive, send)
-            return
-        started = time.perf_counter()
-        status = 500
-
-        async def send_wrapper(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-            await send(message)
-
-        try:
-            await self.app(scope, receive, send_wrapper)
-        finally:
-            route = scope.get("route")
-            template = getattr(route, "path", None)
-            if template is None:
-                # Only static routes (docs, OpenAPI) lack a template; unknown paths would
-                # explode the label space, so they share one label.
-                template = scope["path"] if status != 404 else "unmatched"
-            method = scope["method"]
-            HTTP_REQUESTS.labels(self.service, method, template, str(status)).inc()
-            HTTP_LATENCY.labels(self.service, method, template).observe(
-                time.perf_counter() - started
-            )
+def observe_http(service: str, method: str, scope: Scope, status: int, seconds: float) -> None:
+    """Record one HTTP request by its route template (never the raw path)."""
+    route = scope.get("route")
+    template = getattr(route, "path", None)
+    if template is None:
+        # Only static routes (docs, OpenAPI) lack a template; unknown paths would explode the
+        # label space, so they share one label.
+        template = scope["path"] if status != 404 else "unmatched"
+    HTTP_REQUESTS.labels(service, method, template, str(status)).inc()
+    HTTP_LATENCY.labels(service, method, template).observe(seconds)
 
 
 class ConsumerMetrics:

@@ -47,8 +47,8 @@ from servicekit.metrics import (
     OUTBOX_OLDEST_AGE,
     OUTBOX_PENDING,
     ConsumerMetrics,
-    HttpMetricsMiddleware,
     metrics_router,
+    observe_http,
 )
 from servicekit.middleware import install_middleware
 from servicekit.outbox import Outbox, OutboxRelay
@@ -306,13 +306,14 @@ async def _database_unavailable(request: Request, exc: Exception) -> JSONRespons
     return error_response(error.status_code, error.code, error.message, request=request)
 
 
-class AccessLogMiddleware:
-    """Logs one line per HTTP request with method, path, status and duration."""
+class RequestObserverMiddleware:
+    """One log line and the HTTP metrics per request (health checks and scrapes left out)."""
 
     def __init__(
-        self, app: ASGIApp, *, skip_prefixes: Sequence[str] = ("/health", "/metrics")
+        self, app: ASGIApp, *, service: str, skip_prefixes: Sequence[str] = ("/health", "/metrics")
     ) -> None:
         self.app = app
+        self.service = service
         self.skip = tuple(skip_prefixes)
         self.log = structlog.get_logger("http")
 
@@ -332,12 +333,14 @@ class AccessLogMiddleware:
         try:
             await self.app(scope, receive, send_wrapper)
         finally:
+            elapsed = time.perf_counter() - started
+            observe_http(self.service, scope["method"], scope, status, elapsed)
             self.log.info(
                 "http.request",
                 method=scope["method"],
                 path=scope["path"],
                 status=status,
-                duration_ms=round((time.perf_counter() - started) * 1000, 2),
+                duration_ms=round(elapsed * 1000, 2),
             )
 
 
@@ -383,8 +386,7 @@ def create_service_app(
     for exc_type in (*DATABASE_DOWN, DBAPIError):
         app.add_exception_handler(exc_type, _database_unavailable)
     # Added first so it sits inside the request-id middleware and its lines carry the id.
-    app.add_middleware(AccessLogMiddleware)
-    app.add_middleware(HttpMetricsMiddleware, service=settings.service_name)
+    app.add_middleware(RequestObserverMiddleware, service=settings.service_name)
     install_middleware(app, json_exempt_paths=json_exempt_paths)
     app.include_router(health_router(runtime.health))
     if settings.metrics_enabled:
