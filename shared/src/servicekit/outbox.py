@@ -11,13 +11,11 @@ again: at-least-once, and consumers' inboxes make the repeat harmless.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import asyncpg
 import orjson
 import structlog
 from sqlalchemy import (
@@ -44,6 +42,7 @@ from servicekit import tracecontext
 from servicekit.bus import HEADER_CORRELATION, HEADER_TRACEPARENT
 from servicekit.db import asyncpg_dsn
 from servicekit.events import EventData, EventEnvelope, new_envelope
+from servicekit.worker import NotifiedLoop
 
 log = structlog.get_logger("servicekit.outbox")
 
@@ -136,27 +135,24 @@ class OutboxRelay:
         self.poll_interval = poll_interval
         self.retention = retention
         self.channel = f"{table.name}_pending"
-        self._wakeup = asyncio.Event()
-        self._stopping = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
-        self._listener: asyncpg.Connection | None = None
+        self._loop = NotifiedLoop(
+            name=f"outbox-relay:{table.name}",
+            dsn=asyncpg_dsn(engine.url),
+            channel=self.channel,
+            step=self._step,
+            batch_size=batch_size,
+            poll_interval=poll_interval,
+        )
         self._last_purge = 0.0
         self.published_total = 0
 
     async def start(self) -> None:
         """Start listening and publishing in the background."""
-        self._stopping.clear()
-        await self._listen()
-        self._task = asyncio.create_task(self._run(), name=f"outbox-relay:{self.table.name}")
+        await self._loop.start()
 
     async def stop(self, *, flush_timeout: float = 5.0) -> None:
         """Publish what is pending (bounded by ``flush_timeout``), then stop."""
-        self._stopping.set()
-        self._wakeup.set()
-        if self._task is not None:
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await self._loop.stop()
         if flush_timeout > 0:
             try:
                 async with asyncio.timeout(flush_timeout):
@@ -164,61 +160,15 @@ class OutboxRelay:
                         pass
             except Exception as exc:
                 log.warning("outbox.flush_incomplete", error=str(exc))
-        await self._unlisten()
 
     @property
     def running(self) -> bool:
-        return self._task is not None and not self._task.done()
+        return self._loop.running
 
-    async def _listen(self) -> None:
-        try:
-            conn = await asyncpg.connect(asyncpg_dsn(self.engine.url), timeout=5)
-            await conn.add_listener(self.channel, self._on_notify)
-            conn.add_termination_listener(self._on_listener_lost)
-            self._listener = conn
-        except Exception as exc:
-            # Polling still publishes everything; LISTEN is re-tried on the next loop.
-            log.warning("outbox.listen_failed", error=str(exc))
-            self._listener = None
-
-    async def _unlisten(self) -> None:
-        conn, self._listener = self._listener, None
-        if conn is not None and not conn.is_closed():
-            with contextlib.suppress(Exception):
-                await conn.close(timeout=2)
-
-    def _on_notify(self, *_: object) -> None:
-        self._wakeup.set()
-
-    def _on_listener_lost(self, *_: object) -> None:
-        self._listener = None
-
-    async def _run(self) -> None:
-        failures = 0
-        while not self._stopping.is_set():
-            try:
-                if self._listener is None or self._listener.is_closed():
-                    await self._listen()
-                published = await self.publish_pending()
-                failures = 0
-                await self._purge_published()
-                if published >= self.batch_size:
-                    continue
-            except Exception as exc:
-                failures += 1
-                log.warning("outbox.relay_error", error=f"{type(exc).__name__}: {exc}")
-                # Commits keep notifying; back off regardless so a dead broker is not hammered.
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(
-                        self._stopping.wait(), timeout=min(0.1 * 2**failures, 5.0)
-                    )
-                continue
-            await self._sleep(self.poll_interval)
-
-    async def _sleep(self, seconds: float) -> None:
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._wakeup.wait(), timeout=seconds)
-        self._wakeup.clear()
+    async def _step(self) -> int:
+        published = await self.publish_pending()
+        await self._purge_published()
+        return published
 
     async def publish_pending(self) -> int:
         """Publish one batch of pending rows; returns how many rows it handled."""

@@ -27,7 +27,6 @@ nor lost after a crash. In that rare case the repeat carries the same ``Message-
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import random
 import time
 from collections.abc import Awaitable, Callable
@@ -35,7 +34,6 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Protocol, TypeVar
 
-import asyncpg
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from tenacity import AsyncRetrying, stop_after_attempt, wait_exponential
 
@@ -52,6 +50,7 @@ from notifications_service.repository import DISPATCH_CHANNEL, NotificationRepos
 from servicekit.db import asyncpg_dsn
 from servicekit.logging import get_logger
 from servicekit.runtime import ServiceRuntime
+from servicekit.worker import NotifiedLoop
 
 log = get_logger(__name__)
 
@@ -85,91 +84,39 @@ class Dispatcher:
         self.settings = settings
         self.mailer = mailer
         self._sessions: async_sessionmaker[AsyncSession] | None = None
-        self._dsn: str | None = None
         self._slots = asyncio.Semaphore(settings.dispatch_concurrency)
-        self._wakeup = asyncio.Event()
-        self._stopping = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
-        self._listener: asyncpg.Connection | None = None
+        self._loop: NotifiedLoop | None = None
         self.smtp_error: str | None = None
 
     async def start(self, runtime: ServiceRuntime) -> None:
         """Listen for new notifications and start sending in the background."""
         self._sessions = runtime.sessions
-        self._dsn = asyncpg_dsn(runtime.engine.url)
         runtime.health.add("smtp", self.check, critical=False)
-        self._stopping.clear()
-        await self._listen()
-        self._task = asyncio.create_task(self._run(), name="notifications-dispatcher")
+        self._loop = NotifiedLoop(
+            name="notifications-dispatcher",
+            dsn=asyncpg_dsn(runtime.engine.url),
+            channel=DISPATCH_CHANNEL,
+            step=self.dispatch_once,
+            batch_size=self.settings.dispatch_batch_size,
+            poll_interval=self.settings.dispatch_poll_seconds,
+        )
+        await self._loop.start()
 
     async def stop(self, _runtime: ServiceRuntime | None = None) -> None:
         """Stop claiming, let sends in flight finish (bounded), stop listening."""
-        self._stopping.set()
-        self._wakeup.set()
-        task, self._task = self._task, None
-        if task is not None:
-            try:
-                await asyncio.wait_for(task, timeout=self.settings.smtp_timeout_seconds + 5)
-            except TimeoutError:
-                # The claimed rows stay `sending` and are retried once their lease expires.
-                log.warning("dispatcher.stop_timed_out")
-        await self._unlisten()
+        loop, self._loop = self._loop, None
+        if loop is not None and not await loop.stop(timeout=self.settings.smtp_timeout_seconds + 5):
+            # The claimed rows stay `sending` and are retried once their lease expires.
+            log.warning("dispatcher.stop_timed_out")
 
     async def check(self) -> None:
         """Readiness detail: fails while the last SMTP attempt failed for a transient reason."""
         if self.smtp_error is not None:
             raise ConnectionError(self.smtp_error)
 
-    async def _listen(self) -> None:
-        if self._dsn is None:
-            return
-        try:
-            conn = await asyncpg.connect(self._dsn, timeout=5)
-            await conn.add_listener(DISPATCH_CHANNEL, self._on_notify)
-            conn.add_termination_listener(self._on_listener_lost)
-            self._listener = conn
-        except Exception as exc:
-            # Polling still sends everything; LISTEN is retried on the next round.
-            log.warning("dispatcher.listen_failed", error=f"{type(exc).__name__}: {exc}")
-            self._listener = None
-
-    async def _unlisten(self) -> None:
-        conn, self._listener = self._listener, None
-        if conn is not None and not conn.is_closed():
-            with contextlib.suppress(Exception):
-                await conn.close(timeout=2)
-
-    def _on_notify(self, *_: object) -> None:
-        self._wakeup.set()
-
-    def _on_listener_lost(self, *_: object) -> None:
-        self._listener = None
-
-    async def _run(self) -> None:
-        failures = 0
-        while not self._stopping.is_set():
-            try:
-                if self._listener is None or self._listener.is_closed():
-                    await self._listen()
-                claimed = await self.dispatch_once()
-                failures = 0
-                if claimed >= self.settings.dispatch_batch_size:
-                    continue
-            except Exception as exc:
-                failures += 1
-                log.warning("dispatcher.error", error=f"{type(exc).__name__}: {exc}")
-                await self._sleep(min(0.1 * 2**failures, 5.0))
-                continue
-            await self._sleep(self.settings.dispatch_poll_seconds)
-
-    async def _sleep(self, seconds: float) -> None:
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._wakeup.wait(), timeout=seconds)
-        self._wakeup.clear()
-
     async def dispatch_once(self) -> int:
         """Claim one batch of due notifications and send them; returns how many it claimed."""
-        if self._stopping.is_set():
+        if self._loop is not None and self._loop.stopping:
             return 0
         claims = await self._claim()
         if claims:

@@ -10,16 +10,18 @@ from fastapi import APIRouter, Query
 from notifications_service import service
 from notifications_service.dependencies import PrincipalDep, SessionDep
 from notifications_service.schemas import NotificationPage, NotificationRead
+from servicekit.errors import error_responses
 
 router = APIRouter(prefix="/notifications", tags=["notifications"])
 
-_ERRORS: dict[int | str, dict[str, str]] = {
-    401: {"description": "Missing, invalid, expired or revoked access token."},
-    422: {"description": "Invalid limit or cursor."},
-}
+_BAD_QUERY = {422: "Invalid limit or cursor."}
 
 
-@router.get("", response_model=NotificationPage, responses=_ERRORS)
+@router.get(
+    "",
+    response_model=NotificationPage,
+    responses=error_responses(401, 422, 503, descriptions=_BAD_QUERY),
+)
 async def list_notifications(
     session: SessionDep,
     principal: PrincipalDep,
@@ -41,7 +43,9 @@ async def list_notifications(
 @router.get(
     "/{notification_id}",
     response_model=NotificationRead,
-    responses={**_ERRORS, 404: {"description": "Unknown, or not the caller's."}},
+    responses=error_responses(
+        401, 404, 422, 503, descriptions={404: "Unknown, or not the caller's.", **_BAD_QUERY}
+    ),
 )
 async def get_notification(
     notification_id: uuid.UUID, session: SessionDep, principal: PrincipalDep

@@ -15,8 +15,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
-import json
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -33,6 +33,8 @@ from servicekit.bus import EventBus
 from servicekit.db import drop_database, ensure_database
 from servicekit.testing.capture import EventCapture
 from servicekit.testing.tokens import TokenMinter
+
+_CONNECTION_NAME = re.compile(r'\{"connection_name","([^"]*)"\}')
 
 DEFAULT_POSTGRES = "postgresql+asyncpg://postgres@127.0.0.1:5432"
 DEFAULT_REDIS = "redis://127.0.0.1:6379/0"
@@ -162,33 +164,31 @@ def close_connections(marker: str, reason: str = "closed by a test") -> int:
     connections, as ``rabbitmqctl close_all_connections`` would, without disturbing other
     runs on the same broker. Returns how many it closed.
     """
+    # The plain listing: its pids are what close_connection accepts (the JSON formatter's
+    # "#PID<…>" is not), and client_properties shows {"connection_name","<name>"}.
     listing = subprocess.run(
-        [
-            "rabbitmqctl",
-            "-q",
-            "list_connections",
-            "pid",
-            "client_properties",
-            "--formatter",
-            "json",
-        ],
+        ["rabbitmqctl", "-q", "list_connections", "pid", "client_properties", "--no-table-headers"],
         capture_output=True,
         text=True,
         timeout=60,
         check=True,
     )
-    closed = 0
-    for connection in json.loads(listing.stdout or "[]"):
-        props = {key: value for key, _, value in connection.get("client_properties", [])}
-        if marker in str(props.get("connection_name", "")):
-            subprocess.run(
-                ["rabbitmqctl", "-q", "close_connection", connection["pid"], reason],
-                capture_output=True,
-                timeout=60,
-                check=False,
-            )
-            closed += 1
-    return closed
+    pids = []
+    for line in listing.stdout.splitlines():
+        pid, _, properties = line.partition("\t")
+        name = _CONNECTION_NAME.search(properties)
+        if name is not None and marker in name.group(1):
+            pids.append(pid)
+    # All at once, as a broker-wide drop would; each counts only if the broker closed it.
+    closing = [
+        subprocess.Popen(
+            ["rabbitmqctl", "-q", "close_connection", pid, reason],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        for pid in pids
+    ]
+    return sum(1 for process in closing if process.wait(timeout=60) == 0)
 
 
 async def _delete_amqp(url: str, kind: str, names: list[str]) -> None:
