@@ -108,7 +108,14 @@ REQUIRED_SETTINGS = ("DATABASE_URL", "REDIS_URL", "AMQP_URL", "JWKS_URL", "ENVIR
 SECRET_URLS = ("DATABASE_URL", "REDIS_URL", "AMQP_URL")
 SECRET_SETTINGS = ("WEBHOOK_SECRET",)
 INFRASTRUCTURE = ("postgres", "redis", "rabbitmq")
-PUBLISHED_PORTS = {"gateway": {8080}, "mailpit": {8025}, "rabbitmq": {15672}}
+MONITORING = ("prometheus", "grafana")
+PUBLISHED_PORTS = {
+    "gateway": {8080},
+    "mailpit": {8025},
+    "rabbitmq": {15672},
+    "prometheus": {9090},
+    "grafana": {3000},
+}
 INTERPOLATED = re.compile(r"^\$\{[A-Z][A-Z0-9_]*:-[^}]*change-me[^}]*\}$")
 
 
@@ -176,7 +183,7 @@ class TestSchema:
         assert any("helthcheck" in error for error in schema_errors(broken))
 
     def test_system_services_are_all_there(self, services: dict[str, dict[str, Any]]) -> None:
-        expected = {*APP_SERVICES, *INFRASTRUCTURE, "mailpit", "simulator", "gateway"}
+        expected = {*APP_SERVICES, *INFRASTRUCTURE, *MONITORING, "mailpit", "simulator", "gateway"}
 
         assert set(services) == expected
 
@@ -357,7 +364,7 @@ class TestHealth:
 
 
 class TestPorts:
-    def test_only_the_gateway_and_the_two_uis_publish_ports(
+    def test_only_the_gateway_and_the_web_uis_publish_ports(
         self, services: dict[str, dict[str, Any]]
     ) -> None:
         published = {name: ports for name, s in services.items() if (ports := published_ports(s))}

@@ -84,6 +84,7 @@ class AuthResources:
             address_limit=self.settings.login_address_max_failures,
             window_seconds=self.settings.login_failure_window_seconds,
             prefix=f"{self.settings.redis_key_prefix}:login-attempts",
+            service=self.settings.service_name,
         )
         self.outbox = runtime.outbox
         self._runtime = runtime

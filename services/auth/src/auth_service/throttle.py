@@ -22,8 +22,13 @@ from redis.exceptions import RedisError
 from auth_service.errors import LoginThrottled
 from servicekit.breaker import CircuitBreaker, CircuitOpenError
 from servicekit.logging import get_logger
+from servicekit.metrics import LOGIN_THROTTLED, breaker_observer
 
 log = get_logger(__name__)
+
+# The limits in the order attempt() counts them (the metric's ``scope`` label).
+SCOPES = ("email", "address")
+BREAKER_NAME = "login-throttle-redis"
 
 # KEYS: counters; ARGV[1]: window in ms. Returns count and remaining ms for each key.
 _ATTEMPT = """
@@ -123,8 +128,11 @@ class LoginThrottle:
         window_seconds: int,
         prefix: str = "auth:login-attempts",
         clock: Callable[[], float] = time.monotonic,
+        service: str = "auth",
     ) -> None:
         self._redis = redis
+        # Every scope is exported from the start, so a dashboard shows zeros, not gaps.
+        self._throttled = {scope: LOGIN_THROTTLED.labels(service, scope) for scope in SCOPES}
         self.email_limit = email_limit
         self.address_limit = address_limit
         self.window_seconds = window_seconds
@@ -132,7 +140,12 @@ class LoginThrottle:
         self._attempt_script = redis.register_script(_ATTEMPT)
         self._take_back_script = redis.register_script(_TAKE_BACK)
         self._memory = _MemoryCounters(clock)
-        self._breaker = CircuitBreaker("login-throttle-redis", failure_threshold=1, reset_timeout=5)
+        self._breaker = CircuitBreaker(
+            BREAKER_NAME,
+            failure_threshold=1,
+            reset_timeout=5,
+            on_state_change=breaker_observer(service, BREAKER_NAME),
+        )
 
     def _keys(self, email: str, address: str) -> tuple[str, str]:
         # Emails are personal data: the key holds a digest, not the address.
@@ -151,14 +164,18 @@ class LoginThrottle:
             counts = self._memory.attempt(keys, self.window_seconds)
             backend = "memory"
         limits = (self.email_limit, self.address_limit)
-        exceeded = [
-            remaining
-            for (count, remaining), limit in zip(counts, limits, strict=True)
+        exceeded = {
+            scope: remaining
+            for scope, (count, remaining), limit in zip(SCOPES, counts, limits, strict=True)
             if count > limit
-        ]
+        }
         if exceeded:
-            log.info("auth.login_throttled", backend=backend, retry_after=max(exceeded))
-            raise LoginThrottled(retry_after=math.ceil(max(exceeded)))
+            # Counted once per refusal, under the limit that sets its Retry-After.
+            scope = max(exceeded, key=exceeded.__getitem__)
+            retry_after = exceeded[scope]
+            self._throttled[scope].inc()
+            log.info("auth.login_throttled", backend=backend, scope=scope, retry_after=retry_after)
+            raise LoginThrottled(retry_after=math.ceil(retry_after))
         return Attempt(keys=keys, backend=backend)
 
     async def succeeded(self, attempt: Attempt) -> None:

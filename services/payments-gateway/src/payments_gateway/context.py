@@ -6,9 +6,11 @@ import httpx
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from payments_gateway.config import Settings
-from payments_gateway.provider import ProviderClient
+from payments_gateway.provider import BREAKER_NAME, ProviderClient
+from servicekit import tracecontext
 from servicekit.breaker import State
 from servicekit.logging import get_logger
+from servicekit.metrics import breaker_observer
 from servicekit.outbox import Outbox
 from servicekit.runtime import ServiceRuntime
 
@@ -37,6 +39,8 @@ class PaymentsContext:
             ),
             limits=httpx.Limits(max_connections=s.provider_max_connections),
         )
+        # Client spans for the provider call, and its traceparent travels to the provider.
+        tracecontext.instrument_httpx(self._http)
         self._provider = ProviderClient(
             self._http,
             max_attempts=s.provider_max_attempts,
@@ -45,6 +49,7 @@ class PaymentsContext:
             retry_after_max=s.provider_retry_after_max,
             failure_threshold=s.breaker_failure_threshold,
             reset_timeout=s.breaker_reset_seconds,
+            on_state_change=breaker_observer(s.service_name, BREAKER_NAME),
         )
         # Reported, not fatal: payments wait for the provider; reads and webhooks still work.
         runtime.health.add("payment_provider", self._circuit_check, critical=False)

@@ -174,6 +174,7 @@ class ProviderClient:
         reset_timeout: float = 30.0,
         sleep: Sleep = asyncio.sleep,
         clock: Callable[[], float] = time.monotonic,
+        on_state_change: Callable[[str, State, State], None] | None = None,
     ) -> None:
         self._http = http
         self._max_attempts = max_attempts
@@ -188,6 +189,7 @@ class ProviderClient:
             reset_timeout=reset_timeout,
             excluded=(ChargeDeclined, ProviderRejected),
             clock=clock,
+            on_state_change=on_state_change,
         )
 
     async def charge(self, request: ChargeRequest) -> ChargeResult:

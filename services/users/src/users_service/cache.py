@@ -38,7 +38,14 @@ from redis.exceptions import RedisError
 
 from servicekit.breaker import CircuitBreaker, CircuitOpenError
 from servicekit.logging import get_logger
-from users_service.metrics import CACHE_DEGRADED, CACHE_FILLS, CACHE_LOOKUPS, PROFILE_DB_READS
+from servicekit.metrics import breaker_observer
+from users_service.metrics import (
+    CACHE_DEGRADED,
+    CACHE_FILLS,
+    PROFILE_DB_READS,
+    count_lookup,
+    expose_cache_metrics,
+)
 from users_service.schemas import UserRead
 
 log = get_logger(__name__)
@@ -48,6 +55,7 @@ Loader = Callable[[uuid.UUID], Awaitable[UserRead | None]]
 FillHook = Callable[[uuid.UUID], Awaitable[None]]
 
 KEY_PREFIX = "users:user:"
+BREAKER_NAME = "users-cache"
 GENERATION_TTL_MS = 3_600_000
 # A load whose generation is unknown because Redis could not be asked.
 _UNKNOWN_GENERATION = "\x00unknown"
@@ -118,7 +126,10 @@ class UserCache:
         # A hanging Redis would cost every request its socket timeout; after a few failures
         # the breaker skips Redis for a while and probes it again later.
         self.breaker = breaker or CircuitBreaker(
-            "users-cache", failure_threshold=3, reset_timeout=5
+            BREAKER_NAME,
+            failure_threshold=3,
+            reset_timeout=5,
+            on_state_change=breaker_observer("users", BREAKER_NAME),
         )
         # A seam for tests that need a slow fill: awaited between the database read and the fill.
         self.before_fill: FillHook | None = None
@@ -126,6 +137,7 @@ class UserCache:
         self._fill = redis.register_script(_FILL)
         self._flights: dict[tuple[uuid.UUID, str], asyncio.Task[UserRead | None]] = {}
         self._background: set[asyncio.Task[None]] = set()
+        expose_cache_metrics()
 
     async def get(self, user_id: uuid.UUID, load: Loader) -> UserRead | None:
         """The profile from Redis, else from ``load`` (shared by concurrent misses), then cached."""
@@ -135,14 +147,14 @@ class UserCache:
                 "read", lambda: self.redis.mget(keys.value, keys.generation)
             )
         except _RedisUnusableError:
-            CACHE_LOOKUPS.labels("bypass").inc()
+            count_lookup("bypass")
             return await self._single_flight(user_id, _UNKNOWN_GENERATION, load, join_any=True)
         if cached is not None:
             user = await self._parse(keys, cached)
             if user is not None:
-                CACHE_LOOKUPS.labels("hit").inc()
+                count_lookup("hit")
                 return user
-        CACHE_LOOKUPS.labels("miss").inc()
+        count_lookup("miss")
         seen = generation.decode() if isinstance(generation, bytes) else (generation or "")
         return await self._single_flight(user_id, seen, load)
 

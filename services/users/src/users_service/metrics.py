@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from prometheus_client import Counter
+
+from servicekit.metrics import CACHE_REQUESTS
+
+Lookup = Literal["hit", "miss", "bypass"]
 
 CACHE_LOOKUPS = Counter(
     "users_cache_lookups_total",
@@ -24,3 +30,21 @@ PROFILE_DB_READS = Counter(
     "users_profile_db_reads_total",
     "Profiles read from PostgreSQL on behalf of the cache (one per miss, not per request).",
 )
+
+# The same lookups in the family every service's cache reports (cache_requests_total): a bypass
+# is a lookup Redis could not answer, an error there.
+_SHARED_RESULTS: dict[str, str] = {"hit": "hit", "miss": "miss", "bypass": "error"}
+_SERVICE, _CACHE = "users", "user"
+
+
+def expose_cache_metrics() -> None:
+    """Export every lookup result from the start, so a dashboard shows zeros, not gaps."""
+    for result, shared in _SHARED_RESULTS.items():
+        CACHE_LOOKUPS.labels(result)
+        CACHE_REQUESTS.labels(_SERVICE, _CACHE, shared)
+
+
+def count_lookup(result: Lookup) -> None:
+    """Count one profile read by where it was answered, in both families."""
+    CACHE_LOOKUPS.labels(result).inc()
+    CACHE_REQUESTS.labels(_SERVICE, _CACHE, _SHARED_RESULTS[result]).inc()
