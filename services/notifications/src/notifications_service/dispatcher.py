@@ -34,6 +34,9 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Protocol, TypeVar
 
+import structlog
+from opentelemetry import propagate
+from opentelemetry.trace import SpanKind
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from tenacity import AsyncRetrying, stop_after_attempt, wait_exponential
 
@@ -47,6 +50,7 @@ from notifications_service.metrics import (
 )
 from notifications_service.models import Notification
 from notifications_service.repository import DISPATCH_CHANNEL, NotificationRepository
+from servicekit import tracecontext
 from servicekit.db import asyncpg_dsn
 from servicekit.logging import get_logger
 from servicekit.runtime import ServiceRuntime
@@ -69,6 +73,8 @@ class Claim:
 
     email: OutgoingEmail
     attempt: int
+    correlation_id: str | None = None
+    traceparent: str | None = None
 
 
 def backoff(attempt: int, *, initial: float, maximum: float) -> float:
@@ -129,9 +135,30 @@ class Dispatcher:
             rows = await NotificationRepository(session).claim_due(
                 limit=s.dispatch_batch_size, lease=timedelta(seconds=s.send_lease_seconds)
             )
-            return [Claim(email=_outgoing(row), attempt=row.attempts) for row in rows]
+            return [
+                Claim(
+                    email=_outgoing(row),
+                    attempt=row.attempts,
+                    correlation_id=row.correlation_id,
+                    traceparent=row.traceparent,
+                )
+                for row in rows
+            ]
 
     async def _deliver(self, claim: Claim) -> None:
+        parent = propagate.extract({"traceparent": claim.traceparent or ""})
+        with (
+            structlog.contextvars.bound_contextvars(correlation_id=claim.correlation_id),
+            tracecontext.tracer().start_as_current_span(
+                "email send",
+                context=parent,
+                kind=SpanKind.CLIENT,
+                attributes={"notification.template": claim.email.template},
+            ),
+        ):
+            await self._deliver_in_context(claim)
+
+    async def _deliver_in_context(self, claim: Claim) -> None:
         email = claim.email
         bound = {"notification_id": str(email.notification_id), "attempt": claim.attempt}
         service = self.settings.service_name

@@ -99,3 +99,7 @@ class Notification(Base):
     )
     deliver_by: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     last_error: Mapped[str | None] = mapped_column(Text)
+    # The causing event's correlation id and trace context, so the send (done later by the
+    # dispatcher) logs and traces as part of the order or registration that caused it.
+    correlation_id: Mapped[str | None] = mapped_column(String(200))
+    traceparent: Mapped[str | None] = mapped_column(String(100))

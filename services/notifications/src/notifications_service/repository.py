@@ -11,6 +11,8 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from notifications_service.models import DeliveryStatus, ErasedUser, Notification, UserContact
+from servicekit import tracecontext
+from servicekit.logging import current_correlation_id
 
 DISPATCH_CHANNEL = "notifications_due"
 _OPEN = (DeliveryStatus.PENDING.value, DeliveryStatus.SENDING.value)
@@ -98,6 +100,8 @@ class NotificationRepository:
                 body_text=body_text,
                 body_html=body_html,
                 deliver_by=func.now() + deliver_within,
+                correlation_id=current_correlation_id(),
+                traceparent=tracecontext.current_traceparent(),
             )
             .on_conflict_do_nothing(index_elements=[Notification.event_id, Notification.template])
             .returning(Notification.id)

@@ -6,8 +6,16 @@ import asyncio
 import uuid
 from decimal import Decimal
 
+import pytest
+
 from notifications_service.service import short_id
-from servicekit.events import OrderCancelled, OrderFailed, PaymentRefunded
+from servicekit.events import (
+    OrderCancelled,
+    OrderConfirmed,
+    OrderFailed,
+    PaymentRefunded,
+    new_envelope,
+)
 
 from .conftest import Shop
 
@@ -137,3 +145,31 @@ class TestOrderEmails:
         )
         templates = {n["template"] for n in await shop.notifications(user_id)}
         assert {"order_failed", "order_cancelled", "payment_refunded"} <= templates
+
+
+class TestSendContext:
+    async def test_the_send_logs_with_the_causing_events_correlation_id(
+        self, shop: Shop, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        user_id, email = await shop.register()
+        await shop.wait_for_mail(email, "Welcome")
+        confirmed = new_envelope(
+            OrderConfirmed(
+                order_id=uuid.uuid4(),
+                user_id=user_id,
+                total_amount=Decimal("5.00"),
+                currency="USD",
+                payment_id=uuid.uuid4(),
+            ),
+            producer="orders",
+            correlation_id="corr-order-flow-1",
+        )
+        await shop.publish(confirmed.payload(), envelope=confirmed)
+        await shop.wait_for_notification(user_id, template="order_confirmed", status="sent")
+        sent = [
+            record.msg
+            for record in caplog.records
+            if isinstance(record.msg, dict) and record.msg.get("event") == "notification.sent"
+        ]
+        assert any(line.get("correlation_id") == "corr-order-flow-1" for line in sent), sent
+        assert all(line.get("trace_id") for line in sent)
