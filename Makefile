@@ -10,11 +10,14 @@ PYPROJECTS := $(wildcard */pyproject.toml services/*/pyproject.toml)
 TEST_DIRS := shared tools $(sort $(patsubst %/,%,$(dir $(wildcard services/*/pyproject.toml)))) .
 PYTEST_ARGS ?=
 
-.PHONY: venv test lint fmt run docs lock clean help
+.PHONY: venv test fuzz chaos lint fmt run docs lock clean help
 
 help:
 	@echo "make run    start the whole system (gateway :8080) in the foreground"
 	@echo "make test   run every package's tests against the local PostgreSQL/Redis/RabbitMQ"
+	@echo "make fuzz   fuzz every service's API from its OpenAPI (FUZZ_EXAMPLES=200 per operation)"
+	@echo "make chaos  the whole system under load while processes, RabbitMQ and Redis fail"
+	@echo "            (CHAOS_ORDERS=1000; restarts the machine's RabbitMQ and Redis: not in make test)"
 	@echo "make lint   ruff check, ruff format --check, mypy --strict on the shared library"
 	@echo "make fmt    format and auto-fix"
 	@echo "make docs   regenerate docs/asyncapi.json from the event schemas and bindings"
@@ -36,6 +39,14 @@ test: $(STAMP)
 	done; \
 	if [ -n "$$failed" ]; then echo "FAILED in:$$failed"; exit 1; fi; \
 	echo "all test suites passed"
+
+# The long form of tests/fuzz (make test runs it with a few examples per operation).
+fuzz: $(STAMP)
+	FUZZ_EXAMPLES=$${FUZZ_EXAMPLES:-200} $(BIN)/pytest -q tests/fuzz $(PYTEST_ARGS)
+
+# Kills and restarts processes and the local RabbitMQ and Redis: a manual run, never in make test.
+chaos: $(STAMP)
+	$(BIN)/python -m svctools.chaos
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
