@@ -17,6 +17,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 
 from servicekit.logging import current_request_id, get_logger
 
@@ -352,6 +353,21 @@ async def _validation_error_handler(request: Request, exc: Exception) -> JSONRes
     )
 
 
+_METHODS = ("DELETE", "GET", "HEAD", "PATCH", "POST", "PUT")
+
+
+def _allowed_methods(request: Request) -> list[str]:
+    """Every method some route of the app fully matches at the request's path."""
+    routes = request.app.router.routes
+    return [
+        method
+        for method in _METHODS
+        if any(
+            route.matches({**request.scope, "method": method})[0] is Match.FULL for route in routes
+        )
+    ]
+
+
 async def _http_error_handler(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
     default_phrase = _phrase(exc.status_code)
@@ -359,11 +375,18 @@ async def _http_error_handler(request: Request, exc: Exception) -> JSONResponse:
         message = exc.detail
     else:
         message = _STATUS_MESSAGES.get(exc.status_code, default_phrase or "Request failed.")
+    headers = dict(exc.headers or {})
+    if exc.status_code == 405:
+        # The router names only the methods of the first route matching the path; RFC 9110
+        # wants every method the resource supports.
+        allowed = _allowed_methods(request)
+        if allowed:
+            headers["Allow"] = ", ".join(allowed)
     return error_response(
         exc.status_code,
         code_for_status(exc.status_code),
         message,
-        headers=exc.headers,
+        headers=headers,
         request=request,
     )
 

@@ -19,6 +19,7 @@ from auth_service.dependencies import (
 )
 from auth_service.errors import InvalidGrant, InvalidRequest, UnsupportedGrantType
 from auth_service.schemas import (
+    NO_NUL,
     Jwks,
     LoginRequest,
     RefreshRequest,
@@ -30,13 +31,15 @@ from auth_service.schemas import (
     normalise_email,
 )
 from auth_service.service import TokenPair
+from servicekit.errors import error_responses
 
 router = APIRouter(
     prefix="/auth", tags=["auth"], dependencies=[Depends(reject_credentials_in_query)]
 )
 well_known_router = APIRouter(tags=["keys"])
 
-_ERROR = {"description": "Error envelope"}
+# Every route of the router answers 400 to a credential in the query string.
+_BAD_QUERY = {400: "Malformed body, or a credential in the query string (never accepted there)."}
 # RFC 6749 §5.1: token responses must not be cached anywhere.
 _NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
 
@@ -53,7 +56,9 @@ def _token_response(pair: TokenPair, response: Response) -> TokenResponse:
 @router.post(
     "/register",
     status_code=status.HTTP_201_CREATED,
-    responses={409: _ERROR, 422: _ERROR},
+    responses=error_responses(
+        400, 409, 415, 422, 503, descriptions={**_BAD_QUERY, 409: "The email is taken."}
+    ),
     summary="Create an account",
 )
 async def register(body: RegisterRequest, session: SessionDep, auth: AuthDep) -> UserRead:
@@ -76,7 +81,9 @@ async def register(body: RegisterRequest, session: SessionDep, auth: AuthDep) ->
 
 @router.post(
     "/login",
-    responses={401: _ERROR, 429: _ERROR},
+    responses=error_responses(
+        400, 401, 415, 422, 429, 503, descriptions={**_BAD_QUERY, 401: "Wrong email or password."}
+    ),
     summary="Log in with email and password (JSON)",
 )
 async def login(
@@ -101,7 +108,16 @@ async def login(
 
 @router.post(
     "/token",
-    responses={400: _ERROR, 401: _ERROR, 429: _ERROR},
+    responses=error_responses(
+        400,
+        401,
+        422,
+        429,
+        503,
+        descriptions={
+            400: "An OAuth error: invalid_request, invalid_grant, unsupported_grant_type."
+        },
+    ),
     summary="OAuth 2.0 token endpoint (form-encoded)",
 )
 async def token(
@@ -110,7 +126,9 @@ async def token(
     address: ClientAddressDep,
     response: Response,
     grant_type: Annotated[str | None, Form(description="password or refresh_token")] = None,
-    username: Annotated[str | None, Form(description="The email (password grant)")] = None,
+    username: Annotated[
+        str | None, Form(description="The email (password grant)", pattern=NO_NUL)
+    ] = None,
     password: Annotated[str | None, Form(max_length=1024)] = None,
     refresh_token: Annotated[str | None, Form(max_length=512)] = None,
     scope: Annotated[str | None, Form(description="Ignored")] = None,
@@ -142,7 +160,14 @@ async def token(
 
 @router.post(
     "/refresh",
-    responses={401: _ERROR},
+    responses=error_responses(
+        400,
+        401,
+        415,
+        422,
+        503,
+        descriptions={**_BAD_QUERY, 401: "Unknown, expired, revoked or reused refresh token."},
+    ),
     summary="Exchange a refresh token for a new pair",
 )
 async def refresh(
@@ -156,7 +181,7 @@ async def refresh(
 @router.post(
     "/logout",
     status_code=status.HTTP_204_NO_CONTENT,
-    responses={401: _ERROR},
+    responses=error_responses(400, 401, 415, 422, 503, descriptions=_BAD_QUERY),
     summary="Log out",
 )
 async def logout(
@@ -168,7 +193,11 @@ async def logout(
     )
 
 
-@router.get("/sessions", responses={401: _ERROR, 422: _ERROR}, summary="List your sessions")
+@router.get(
+    "/sessions",
+    responses=error_responses(400, 401, 422, 503, descriptions=_BAD_QUERY),
+    summary="List your sessions",
+)
 async def list_sessions(
     session: SessionDep,
     principal: PrincipalDep,
@@ -198,7 +227,7 @@ async def list_sessions(
 @router.delete(
     "/sessions/{session_id}",
     status_code=status.HTTP_204_NO_CONTENT,
-    responses={401: _ERROR, 404: _ERROR},
+    responses=error_responses(400, 401, 404, 422, 503, descriptions=_BAD_QUERY),
     summary="Sign out one of your sessions",
 )
 async def revoke_session(

@@ -25,10 +25,15 @@ def _valid_email(value: str) -> str:
     return email
 
 
+# PostgreSQL text cannot hold NUL: text that is stored or looked up refuses it up front (422).
+NO_NUL = r"^[^\x00]*$"
+
 # Bounds only; the password policy (12-128 characters...) answers with its own clear message.
 Password = Annotated[str, Field(min_length=1, max_length=1024)]
 NewEmail = Annotated[str, Field(max_length=320), AfterValidator(_valid_email)]
-LoginEmail = Annotated[str, Field(min_length=1, max_length=320), AfterValidator(normalise_email)]
+LoginEmail = Annotated[
+    str, Field(min_length=1, max_length=320, pattern=NO_NUL), AfterValidator(normalise_email)
+]
 OpaqueToken = Annotated[str, Field(min_length=1, max_length=512)]
 
 
@@ -47,7 +52,7 @@ class RegisterRequest(BaseModel):
     password: Password = Field(
         description="12 to 128 characters; not your email or name; not a common password."
     )
-    name: Annotated[str, Field(min_length=1, max_length=100)]
+    name: Annotated[str, Field(min_length=1, max_length=100, pattern=NO_NUL)]
 
 
 class UserRead(BaseModel):

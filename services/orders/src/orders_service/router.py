@@ -11,16 +11,11 @@ from orders_service import service
 from orders_service.dependencies import CurrentUser, IdempotencyKey, OutboxDep, SessionDep
 from orders_service.domain import OrderStatus
 from orders_service.schemas import OrderCreate, OrderPage, OrderRead
-from servicekit.errors import error_body
+from servicekit.errors import error_responses
 
 router = APIRouter(prefix="/orders", tags=["orders"])
 
 REPLAYED_HEADER = "Idempotent-Replayed"
-
-
-def _error(description: str) -> dict[str, object]:
-    example = error_body("code", "message", request_id="…")
-    return {"description": description, "content": {"application/json": {"example": example}}}
 
 
 @router.post(
@@ -28,11 +23,18 @@ def _error(description: str) -> dict[str, object]:
     status_code=201,
     response_model=OrderRead,
     summary="Place an order",
-    responses={
-        401: _error("Missing or invalid access token."),
-        409: _error("The Idempotency-Key was used with a different body."),
-        422: _error("Invalid order."),
-    },
+    responses=error_responses(
+        400,
+        401,
+        409,
+        415,
+        422,
+        503,
+        descriptions={
+            409: "The Idempotency-Key was used with a different body.",
+            422: "Invalid order.",
+        },
+    ),
 )
 async def create_order(
     order_in: OrderCreate,
@@ -62,7 +64,7 @@ async def create_order(
     "",
     response_model=OrderPage,
     summary="List my orders",
-    responses={401: _error("Missing or invalid access token."), 422: _error("Bad query.")},
+    responses=error_responses(401, 422, 503, descriptions={422: "Bad query."}),
 )
 async def list_orders(
     principal: CurrentUser,
@@ -85,7 +87,7 @@ async def list_orders(
     "/{order_id}",
     response_model=OrderRead,
     summary="Get an order",
-    responses={401: _error("Missing or invalid access token."), 404: _error("Not found.")},
+    responses=error_responses(401, 404, 422, 503),
 )
 async def get_order(order_id: uuid.UUID, principal: CurrentUser, session: SessionDep) -> OrderRead:
     """One order of the caller (any order for an admin)."""
@@ -97,11 +99,16 @@ async def get_order(order_id: uuid.UUID, principal: CurrentUser, session: Sessio
     "/{order_id}/cancel",
     response_model=OrderRead,
     summary="Cancel an order",
-    responses={
-        401: _error("Missing or invalid access token."),
-        404: _error("Not found."),
-        409: _error("The order's status does not allow cancelling, or it changed meanwhile."),
-    },
+    responses=error_responses(
+        401,
+        404,
+        409,
+        422,
+        503,
+        descriptions={
+            409: "The order's status does not allow cancelling, or it changed meanwhile.",
+        },
+    ),
 )
 async def cancel_order(
     order_id: uuid.UUID, principal: CurrentUser, session: SessionDep, outbox: OutboxDep

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, Header, Query, Request
 
@@ -11,16 +11,14 @@ from payments_gateway import service
 from payments_gateway.dependencies import ContextDep, PrincipalDep, SessionDep
 from payments_gateway.schemas import PaymentPage, PaymentRead, WebhookReceipt
 from payments_gateway.webhooks import SIGNATURE_HEADER
+from servicekit.errors import error_responses
 
 router = APIRouter(prefix="/payments", tags=["payments"])
 
-_ERRORS: dict[int | str, dict[str, Any]] = {
-    401: {"description": "Missing or invalid token"},
-    422: {"description": "Invalid input or cursor"},
-}
+_BAD_QUERY = {422: "Invalid input or cursor."}
 
 
-@router.get("", responses=_ERRORS)
+@router.get("", responses=error_responses(401, 422, 503, descriptions=_BAD_QUERY))
 async def list_payments(
     session: SessionDep,
     principal: PrincipalDep,
@@ -37,7 +35,7 @@ async def list_payments(
     )
 
 
-@router.get("/{payment_id}", responses={**_ERRORS, 404: {"description": "Not found"}})
+@router.get("/{payment_id}", responses=error_responses(401, 404, 422, 503, descriptions=_BAD_QUERY))
 async def get_payment(
     payment_id: uuid.UUID, session: SessionDep, principal: PrincipalDep
 ) -> PaymentRead:
@@ -48,12 +46,21 @@ async def get_payment(
 
 @router.post(
     "/webhooks/provider",
-    responses={
-        400: {"description": "Malformed body, or timestamp outside the window"},
-        401: {"description": "Missing or invalid Provider-Signature"},
-        404: {"description": "No payment for this charge"},
-        409: {"description": "Event already processed (replay) or not the payment's charge"},
-    },
+    responses=error_responses(
+        400,
+        401,
+        404,
+        409,
+        415,
+        422,
+        503,
+        descriptions={
+            400: "Malformed body, or timestamp outside the window.",
+            401: "Missing or invalid Provider-Signature.",
+            404: "No payment for this charge.",
+            409: "Event already processed (replay) or not the payment's charge.",
+        },
+    ),
 )
 async def provider_webhook(
     request: Request,

@@ -13,6 +13,7 @@ import hashlib
 import hmac
 import re
 from decimal import Decimal
+from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -25,17 +26,21 @@ _MAX_HEADER = 2048
 _TIMESTAMP = re.compile(r"[0-9]{1,12}")
 
 
+# PostgreSQL text cannot hold NUL: a body with one is malformed, not a failed lookup.
+Text = Annotated[str, Field(pattern=r"^[^\x00]*$")]
+
+
 class WebhookCharge(BaseModel):
     """The charge a webhook reports on."""
 
     model_config = ConfigDict(frozen=True, extra="ignore")
 
-    charge_id: str = Field(min_length=1, max_length=255)
-    status: str = Field(max_length=50)
+    charge_id: Text = Field(min_length=1, max_length=255)
+    status: Text = Field(max_length=50)
     amount: Decimal | None = None
-    currency: str | None = Field(default=None, max_length=3)
-    idempotency_key: str | None = Field(default=None, max_length=255)
-    metadata: dict[str, str] = Field(default_factory=dict)
+    currency: Text | None = Field(default=None, max_length=3)
+    idempotency_key: Text | None = Field(default=None, max_length=255)
+    metadata: dict[str, Text] = Field(default_factory=dict)
 
 
 class WebhookEvent(BaseModel):
@@ -43,8 +48,8 @@ class WebhookEvent(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="ignore")
 
-    id: str = Field(min_length=1, max_length=255)
-    type: str = Field(min_length=1, max_length=100)
+    id: Text = Field(min_length=1, max_length=255)
+    type: Text = Field(min_length=1, max_length=100)
     created: int | None = None
     data: WebhookCharge
 

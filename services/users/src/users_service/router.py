@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import uuid
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, Query, Response, status
 
 from servicekit.deps import PrincipalDep, RuntimeDep, SessionDep
+from servicekit.errors import error_responses
 from users_service import service
 from users_service.dependencies import ReaderDep, WriteUnitDep
 from users_service.pagination import MAX_CURSOR_LENGTH
@@ -15,22 +16,27 @@ from users_service.schemas import UserPage, UserRead, UserUpdate
 
 router = APIRouter(prefix="/users", tags=["users"])
 
-_ERRORS: dict[int | str, dict[str, Any]] = {
-    401: {"description": "Missing, invalid, expired or revoked access token."},
-}
-_NOT_FOUND: dict[int | str, dict[str, Any]] = {
-    **_ERRORS,
-    404: {"description": "No such profile (or not one the caller may see)."},
-}
+_NO_PROFILE = {404: "No such profile (or not one the caller may see)."}
 
 
-@router.get("/me", responses=_NOT_FOUND)
+@router.get("/me", responses=error_responses(401, 404, 503, descriptions=_NO_PROFILE))
 async def read_me(principal: PrincipalDep, reader: ReaderDep) -> UserRead:
     """The caller's profile (404 until the registration has been processed)."""
     return await service.get_own_profile(reader=reader, user_id=principal.user_id)
 
 
-@router.patch("/me", responses={**_NOT_FOUND, 422: {"description": "Invalid or unknown field."}})
+@router.patch(
+    "/me",
+    responses=error_responses(
+        400,
+        401,
+        404,
+        415,
+        422,
+        503,
+        descriptions={**_NO_PROFILE, 422: "Invalid or unknown field (only name and bio)."},
+    ),
+)
 async def update_me(
     principal: PrincipalDep, changes: UserUpdate, unit: WriteUnitDep, runtime: RuntimeDep
 ) -> UserRead:
@@ -44,7 +50,11 @@ async def update_me(
     )
 
 
-@router.delete("/me", status_code=status.HTTP_204_NO_CONTENT, responses=_NOT_FOUND)
+@router.delete(
+    "/me",
+    status_code=status.HTTP_204_NO_CONTENT,
+    responses=error_responses(401, 404, 503, descriptions=_NO_PROFILE),
+)
 async def delete_me(principal: PrincipalDep, unit: WriteUnitDep, runtime: RuntimeDep) -> Response:
     """Delete the caller's profile; publishes ``user.deleted`` (their tokens stop working)."""
     await service.delete_profile(
@@ -53,13 +63,18 @@ async def delete_me(principal: PrincipalDep, unit: WriteUnitDep, runtime: Runtim
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
-@router.get("/{user_id}", responses=_NOT_FOUND)
+@router.get("/{user_id}", responses=error_responses(401, 404, 422, 503, descriptions=_NO_PROFILE))
 async def read_user(user_id: uuid.UUID, principal: PrincipalDep, reader: ReaderDep) -> UserRead:
     """A profile by id: the caller's own, or any for an admin."""
     return await service.get_user(reader=reader, principal=principal, user_id=user_id)
 
 
-@router.get("", responses={**_ERRORS, 403: {"description": "The caller is not an admin."}})
+@router.get(
+    "",
+    responses=error_responses(
+        401, 403, 422, 503, descriptions={403: "The caller is not an admin."}
+    ),
+)
 async def list_users(
     principal: PrincipalDep,
     session: SessionDep,

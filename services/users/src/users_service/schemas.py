@@ -11,8 +11,13 @@ from pydantic.json_schema import SkipJsonSchema
 from servicekit.events import UtcDatetime
 from users_service.models import BIO_MAX, NAME_MAX
 
-Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=NAME_MAX)]
-Bio = Annotated[str, StringConstraints(max_length=BIO_MAX)]
+# PostgreSQL text cannot hold NUL: refused up front (422) rather than failing the write.
+NO_NUL = r"^[^\x00]*$"
+Name = Annotated[
+    str,
+    StringConstraints(strip_whitespace=True, min_length=1, max_length=NAME_MAX, pattern=NO_NUL),
+]
+Bio = Annotated[str, StringConstraints(max_length=BIO_MAX, pattern=NO_NUL)]
 
 
 class UserRead(BaseModel):
