@@ -285,6 +285,10 @@ class TestBuildSpecs:
         assert plan.run_dir == plan.repo_root / ".run" / "e2e"
         assert specs["auth-1"].env["AUTH_KEYS_DIR"] == str(plan.run_dir / "keys")
         assert specs["smtp-sink"].env["SMTP_SINK_MAILDIR"] == str(plan.run_dir / "maildir")
+        # A second system's failed logins must not throttle the first one's clients.
+        assert specs["auth-1"].env["AUTH_REDIS_KEY_PREFIX"] == "auth:e2e"
+        default = {spec.name: spec for spec in build_plan({}).processes}
+        assert "AUTH_REDIS_KEY_PREFIX" not in default["auth-1"].env
 
     def test_run_dir_and_server_urls_come_from_the_environment(self, tmp_path: Path) -> None:
         plan = build_plan(

@@ -31,6 +31,7 @@ from sqlalchemy import (
     Uuid,
     delete,
     func,
+    literal,
     select,
     text,
     update,
@@ -103,15 +104,21 @@ class Outbox:
         traceparent = tracecontext.current_traceparent()
         if traceparent:
             headers[HEADER_TRACEPARENT] = traceparent
-        await session.execute(
-            self.table.insert().values(
+        # One round trip: the row, and the notification PostgreSQL delivers at commit.
+        inserted = (
+            self.table.insert()
+            .values(
                 event_id=envelope.id,
                 event_type=envelope.type,
                 payload=envelope.model_dump(mode="json"),
                 headers=headers,
             )
+            .returning(self.table.c.id)
+            .cte("inserted")
         )
-        await session.execute(text("SELECT pg_notify(:channel, '')"), {"channel": self.channel})
+        await session.execute(
+            select(func.pg_notify(self.channel, literal(""))).select_from(inserted)
+        )
         return envelope
 
 

@@ -115,6 +115,8 @@ class JwksCache:
         self._keys: dict[str, PyJWK] = {}
         self._last_attempt: float | None = None
         self._lock = asyncio.Lock()
+        # Changes whenever the key set is replaced: verifiers forget what they verified before.
+        self.generation = 0
 
     @property
     def kids(self) -> frozenset[str]:
@@ -124,6 +126,7 @@ class JwksCache:
     def set_jwks(self, jwks: Mapping[str, Any]) -> None:
         """Replace the known keys with those of a JWKS document."""
         self._keys = parse_jwks(jwks)
+        self.generation += 1
 
     async def get_key(self, kid: str) -> PyJWK:
         """Return the key ``kid``, refreshing once if unknown; raise UnknownKeyError if absent."""
@@ -162,6 +165,7 @@ class JwksCache:
             log.warning("jwks.refresh_failed", source=self.file or self.url, reason=str(exc))
             raise JwksUnavailableError(str(exc)) from exc
         self._keys = keys
+        self.generation += 1
         log.info("jwks.refreshed", source=self.file or self.url, kids=sorted(keys))
 
     async def _fetch(self) -> Any:
@@ -180,7 +184,13 @@ class JwksCache:
 
 
 class TokenVerifier:
-    """Verify access tokens: pinned algorithms, known kid, typ at+jwt, iss, aud, times."""
+    """Verify access tokens: pinned algorithms, known kid, typ at+jwt, iss, aud, times.
+
+    A client sends the same token with every request until it expires, and checking its
+    signature is most of what an authenticated read costs, so tokens that passed are remembered
+    (bounded, by their exact text) until they expire or the key set changes. Revocation is still
+    checked on every request.
+    """
 
     def __init__(
         self,
@@ -191,6 +201,7 @@ class TokenVerifier:
         algorithms: Sequence[str] = ("RS256", "EdDSA"),
         leeway: float = 0,
         is_revoked: Callable[[Principal], Awaitable[bool]] | None = None,
+        remembered_tokens: int = 10_000,
     ) -> None:
         forbidden = {alg for alg in algorithms if alg == "none" or alg.startswith("HS")}
         if forbidden:
@@ -201,9 +212,40 @@ class TokenVerifier:
         self.algorithms = tuple(algorithms)
         self.leeway = leeway
         self.is_revoked = is_revoked
+        self.remembered_tokens = remembered_tokens
+        # token → (key set generation, exp, principal) of tokens that passed every check.
+        self._verified: dict[str, tuple[int, float, Principal]] = {}
 
     async def verify(self, token: str) -> Principal:
         """Return the token's principal, or raise InvalidToken (a 401 Unauthorized)."""
+        principal = self._remembered(token)
+        if principal is None:
+            principal = await self._verify_signed(token)
+            self._remember(token, principal)
+        if self.is_revoked is not None and await self.is_revoked(principal):
+            raise _rejected("revoked", message="The access token has been revoked.")
+        return principal
+
+    def _remembered(self, token: str) -> Principal | None:
+        entry = self._verified.get(token)
+        if entry is None:
+            return None
+        generation, expires, principal = entry
+        if generation == self.jwks.generation and time.time() < expires + self.leeway:
+            return principal
+        # Expired, or the keys changed: verify afresh (and reject with the precise reason).
+        del self._verified[token]
+        return None
+
+    def _remember(self, token: str, principal: Principal) -> None:
+        if self.remembered_tokens <= 0:
+            return
+        while len(self._verified) >= self.remembered_tokens:
+            del self._verified[next(iter(self._verified))]  # the oldest
+        expires = principal.expires_at.timestamp()
+        self._verified[token] = (self.jwks.generation, expires, principal)
+
+    async def _verify_signed(self, token: str) -> Principal:
         try:
             header = jwt.get_unverified_header(token)
         except (jwt.PyJWTError, ValueError, TypeError) as exc:
@@ -243,10 +285,7 @@ class TokenVerifier:
         except (jwt.PyJWTError, ValueError, TypeError) as exc:
             raise _rejected("invalid", exc) from None
 
-        principal = _principal(claims, token)
-        if self.is_revoked is not None and await self.is_revoked(principal):
-            raise _rejected("revoked", message="The access token has been revoked.")
-        return principal
+        return _principal(claims, token)
 
 
 def _principal(claims: Mapping[str, Any], token: str) -> Principal:
@@ -266,13 +305,17 @@ def _principal(claims: Mapping[str, Any], token: str) -> Principal:
     iat = claims["iat"]
     if not isinstance(iat, int | float):
         raise _rejected("iat is not a number")
+    try:
+        expires_at, issued_at = datetime.fromtimestamp(exp, UTC), datetime.fromtimestamp(iat, UTC)
+    except (OverflowError, OSError, ValueError):
+        raise _rejected("exp or iat out of range") from None
     return Principal(
         user_id=user_id,
         roles=frozenset(roles),
         jti=jti,
-        expires_at=datetime.fromtimestamp(exp, UTC),
+        expires_at=expires_at,
         token=token,
-        issued_at=datetime.fromtimestamp(iat, UTC),
+        issued_at=issued_at,
     )
 
 

@@ -2,7 +2,9 @@
 
 ``configure_tracing`` installs the SDK once per process. Spans are always created (so the W3C
 ``traceparent`` always travels and log lines carry a trace id); they are exported over OTLP only
-when ``OTEL_EXPORTER_OTLP_ENDPOINT`` (or ``OTEL_EXPORTER_OTLP_TRACES_ENDPOINT``) is set.
+when ``OTEL_EXPORTER_OTLP_ENDPOINT`` (or ``OTEL_EXPORTER_OTLP_TRACES_ENDPOINT``) is set. While no
+span processor is installed (no exporter, no test listening) spans are not recorded: recording
+attributes and events nobody reads cost a good part of every request.
 
 The outbox stores the ``traceparent`` of the transaction that wrote the event; the relay
 publishes under a producer span that is its child, and a consumer processes the message under a
@@ -13,25 +15,69 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 from opentelemetry import context as otel_context
 from opentelemetry import propagate, trace
 from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
-from opentelemetry.trace import Span, SpanKind
+from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ALWAYS_ON, Sampler, SamplingResult
+from opentelemetry.trace import Link, Span, SpanKind
+from opentelemetry.trace.span import TraceState
+from opentelemetry.util.types import Attributes
 
 TRACER_NAME = "servicekit"
 _instrumented_redis = False
+
+
+class _RecordWhenListened(Sampler):
+    """Record (and sample) spans once a span processor is installed; until then drop them.
+
+    A dropped span still has a valid context: trace ids are generated, propagated in
+    ``traceparent`` and put in log lines, exactly as before; only the recording is skipped.
+    """
+
+    def __init__(self) -> None:
+        self.listened = False
+
+    def should_sample(
+        self,
+        parent_context: otel_context.Context | None,
+        trace_id: int,
+        name: str,
+        kind: SpanKind | None = None,
+        attributes: Attributes = None,
+        links: Sequence[Link] | None = None,
+        trace_state: TraceState | None = None,
+    ) -> SamplingResult:
+        decide = ALWAYS_ON if self.listened else ALWAYS_OFF
+        return decide.should_sample(
+            parent_context, trace_id, name, kind, attributes, links, trace_state
+        )
+
+    def get_description(self) -> str:
+        return "RecordWhenListened"
+
+
+class _ListenedTracerProvider(TracerProvider):
+    """The SDK provider, telling its sampler when the first span processor arrives."""
+
+    def __init__(self, *, resource: Resource) -> None:
+        self._listening = _RecordWhenListened()
+        super().__init__(resource=resource, sampler=self._listening)
+
+    def add_span_processor(self, span_processor: SpanProcessor) -> None:
+        super().add_span_processor(span_processor)
+        self._listening.listened = True
 
 
 def configure_tracing(service: str) -> None:
     """Install the SDK tracer provider unless one is installed already (tests install theirs)."""
     if isinstance(trace.get_tracer_provider(), TracerProvider):
         return
-    provider = TracerProvider(resource=Resource.create({"service.name": service}))
+    provider = _ListenedTracerProvider(resource=Resource.create({"service.name": service}))
     if os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT") or os.environ.get(
         "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"
     ):
@@ -42,10 +88,18 @@ def configure_tracing(service: str) -> None:
 
 
 def instrument_app(app: Any) -> None:
-    """Server spans for every request except health checks and metrics."""
+    """Server spans for every request except health checks and metrics.
+
+    One span per request: the per-message ``http receive`` / ``http send`` child spans say
+    nothing the server span does not, and cost as much as it does.
+    """
     from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
 
-    FastAPIInstrumentor.instrument_app(app, excluded_urls="health/live,health/ready,metrics")
+    FastAPIInstrumentor.instrument_app(
+        app,
+        excluded_urls="health/live,health/ready,metrics",
+        exclude_spans=["receive", "send"],
+    )
 
 
 def instrument_engine(engine: Any) -> None:

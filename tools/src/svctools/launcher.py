@@ -393,6 +393,9 @@ def build_plan(env: Mapping[str, str]) -> SystemPlan:
         }
         if definition.name == "auth":
             derived[f"{prefix}KEYS_DIR"] = str(keys_dir)
+            if namespace:
+                # Systems sharing one Redis must not share login throttle counters.
+                derived[f"{prefix}REDIS_KEY_PREFIX"] = f"auth:{namespace}"
         elif definition.name == "payments-gateway":
             derived[f"{prefix}PROVIDER_URL"] = simulator_url
             derived[f"{prefix}WEBHOOK_SECRET"] = webhook_secret

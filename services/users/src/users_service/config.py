@@ -29,3 +29,6 @@ class Settings(ServiceSettings):
     cache_redis_max_connections: int = Field(default=16, ge=1)
     # Budget of one cache command (connect or reply); past it the database answers instead.
     cache_redis_timeout_ms: int = Field(default=500, ge=10)
+    # Off: profiles are read from PostgreSQL on every request (a baseline to measure the cache
+    # against). Writes still evict the shared entries, so cached instances never serve stale ones.
+    cache_enabled: bool = True

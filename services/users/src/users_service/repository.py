@@ -85,12 +85,21 @@ class CachedUserReader:
     concurrent request for the key, so it must not depend on any one of them.
     """
 
-    def __init__(self, *, cache: UserCache, sessions: async_sessionmaker[AsyncSession]) -> None:
+    def __init__(
+        self,
+        *,
+        cache: UserCache,
+        sessions: async_sessionmaker[AsyncSession],
+        use_cache: bool = True,
+    ) -> None:
         self.cache = cache
         self.sessions = sessions
+        self.use_cache = use_cache
 
     async def get(self, user_id: uuid.UUID) -> UserRead | None:
         """The read model of a profile, or None when there is none."""
+        if not self.use_cache:
+            return await self._from_database(user_id)
         return await self.cache.get(user_id, self._from_database)
 
     async def _from_database(self, user_id: uuid.UUID) -> UserRead | None:

@@ -40,7 +40,9 @@ class UsersResources:
             lock_ms=self.settings.cache_lock_ms,
             wait_ms=self.settings.cache_wait_ms,
         )
-        self.reader = CachedUserReader(cache=self.cache, sessions=runtime.sessions)
+        self.reader = CachedUserReader(
+            cache=self.cache, sessions=runtime.sessions, use_cache=self.settings.cache_enabled
+        )
 
     async def close(self, runtime: ServiceRuntime) -> None:
         """Stop the cache's background work and close its connections (on_stop hook)."""

@@ -274,3 +274,32 @@ class TestDatabaseDown:
         assert read.status_code == 503
         assert write.status_code == 503
         assert read.json()["error"]["code"] == "database_unavailable"
+
+
+class TestCacheSwitchedOff:
+    async def test_every_read_goes_to_the_database_and_writes_still_evict(
+        self,
+        settings: Settings,
+        app_factory: Callable[[Settings], FastAPI],
+        token_minter: TokenMinter,
+        user_selects: UserSelects,
+    ) -> None:
+        cached_app = app_factory(settings)
+        uncached_app = app_factory(settings.model_copy(update={"cache_enabled": False}))
+        async with running(cached_app) as cached, running(uncached_app) as uncached:
+            user_id = await create_profile(cached_app, name="Before")
+            headers = token_minter.headers(user_id)
+            keys = CacheKeys.of(user_id)
+            redis_client = resources_of(cached_app).redis
+            assert (await cached.get("/users/me", headers=headers)).json()["name"] == "Before"
+            user_selects.watch(uncached_app)
+
+            reads = [await uncached.get("/users/me", headers=headers) for _ in range(3)]
+            changed = await uncached.patch("/users/me", headers=headers, json={"name": "After"})
+
+            assert [r.json()["name"] for r in reads] == ["Before"] * 3
+            assert user_selects.count >= 3  # each read, none answered by Redis
+            assert changed.status_code == 200
+            # The cache-off instance still evicts the shared entry on a write.
+            assert await redis_client.get(keys.value) is None
+            assert (await cached.get("/users/me", headers=headers)).json()["name"] == "After"
