@@ -42,7 +42,9 @@ class TestGateway:
         assert response.headers["x-request-id"] == request_id
         assert response.json()["error"]["request_id"] == request_id
         lines = [
-            json.loads(line) for line in system.log("orders-1").splitlines() if request_id in line
+            json.loads(line)
+            for line in (system.log("orders-1") + system.log("orders-2")).splitlines()
+            if request_id in line and line.startswith("{")
         ]
         assert any(
             line.get("request_id") == request_id and line.get("event") == "http.request"
