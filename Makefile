@@ -10,7 +10,7 @@ PYPROJECTS := $(wildcard */pyproject.toml services/*/pyproject.toml)
 TEST_DIRS := shared tools $(sort $(patsubst %/,%,$(dir $(wildcard services/*/pyproject.toml)))) .
 PYTEST_ARGS ?=
 
-.PHONY: venv test fuzz chaos lint fmt run docs lock clean help
+.PHONY: venv test fuzz chaos bench lint fmt run docs lock clean help
 
 help:
 	@echo "make run    start the whole system (gateway :8080) in the foreground"
@@ -18,6 +18,7 @@ help:
 	@echo "make fuzz   fuzz every service's API from its OpenAPI (FUZZ_EXAMPLES=200 per operation)"
 	@echo "make chaos  the whole system under load while processes, RabbitMQ and Redis fail"
 	@echo "            (CHAOS_ORDERS=1000; restarts the machine's RabbitMQ and Redis: not in make test)"
+	@echo "make bench  measure the performance goals side by side, one table (~10 min; not in make test)"
 	@echo "make lint   ruff check, ruff format --check, mypy --strict on the shared library"
 	@echo "make fmt    format and auto-fix"
 	@echo "make docs   regenerate docs/asyncapi.json from the event schemas and bindings"
@@ -59,6 +60,9 @@ fmt: $(STAMP)
 
 run: $(STAMP)
 	$(BIN)/python -m svctools.launcher
+
+bench: $(STAMP)
+	$(BIN)/python -m bench $(BENCH_ARGS)
 
 docs: $(STAMP)
 	$(BIN)/python -m svctools.asyncapi
