@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -26,7 +25,7 @@ from sqlalchemy import Table
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import ASGIApp, Scope
 from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_delay, wait_exponential
 
 from servicekit import tracecontext
@@ -50,7 +49,7 @@ from servicekit.metrics import (
     metrics_router,
     observe_http,
 )
-from servicekit.middleware import install_middleware
+from servicekit.middleware import ResponseObserver, install_middleware
 from servicekit.outbox import Outbox, OutboxRelay
 from servicekit.revocation import Denylist
 from servicekit.security import JwksCache, Principal, TokenVerifier
@@ -306,42 +305,36 @@ async def _database_unavailable(request: Request, exc: Exception) -> JSONRespons
     return error_response(error.status_code, error.code, error.message, request=request)
 
 
-class RequestObserverMiddleware:
-    """One log line and the HTTP metrics per request (health checks and scrapes left out)."""
+def access_observer(service: str) -> ResponseObserver:
+    """One log line and the HTTP metrics per answered request (run inside its log context)."""
+    access_log = structlog.get_logger("http")
 
-    def __init__(
-        self, app: ASGIApp, *, service: str, skip_prefixes: Sequence[str] = ("/health", "/metrics")
-    ) -> None:
-        self.app = app
-        self.service = service
-        self.skip = tuple(skip_prefixes)
-        self.log = structlog.get_logger("http")
+    def observe(scope: Scope, status: int, seconds: float) -> None:
+        observe_http(service, scope["method"], scope, status, seconds)
+        access_log.info(
+            "http.request",
+            method=scope["method"],
+            path=scope["path"],
+            status=status,
+            duration_ms=round(seconds * 1000, 2),
+        )
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["path"].startswith(self.skip):
-            await self.app(scope, receive, send)
-            return
-        started = time.perf_counter()
-        status = 500
+    return observe
 
-        async def send_wrapper(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-            await send(message)
 
-        try:
-            await self.app(scope, receive, send_wrapper)
-        finally:
-            elapsed = time.perf_counter() - started
-            observe_http(self.service, scope["method"], scope, status, elapsed)
-            self.log.info(
-                "http.request",
-                method=scope["method"],
-                path=scope["path"],
-                status=status,
-                duration_ms=round(elapsed * 1000, 2),
-            )
+class ServiceApp(FastAPI):
+    """FastAPI with a server span around everything, the 500 handler included.
+
+    FastAPI's own telemetry stays off: it would add a second set of spans (and per-request
+    metric and log-provider lookups) to every request.
+    """
+
+    def __init__(self, **kwargs: Any) -> None:
+        kwargs.setdefault("telemetry", {"tracing": False, "metrics": False, "logs": False})
+        super().__init__(**kwargs)
+
+    def build_middleware_stack(self) -> ASGIApp:
+        return tracecontext.ServerSpanMiddleware(super().build_middleware_stack())
 
 
 def create_service_app(
@@ -369,7 +362,7 @@ def create_service_app(
         finally:
             await runtime.stop()
 
-    app = FastAPI(
+    app = ServiceApp(
         title=title,
         description=description,
         version=version,
@@ -381,13 +374,14 @@ def create_service_app(
         swagger_ui_init_oauth={"clientId": "swagger-ui"},
     )
     app.state.runtime = runtime
-    tracecontext.instrument_app(app)
     install_error_handlers(app)
     for exc_type in (*DATABASE_DOWN, DBAPIError):
         app.add_exception_handler(exc_type, _database_unavailable)
-    # Added first so it sits inside the request-id middleware and its lines carry the id.
-    app.add_middleware(RequestObserverMiddleware, service=settings.service_name)
-    install_middleware(app, json_exempt_paths=json_exempt_paths)
+    install_middleware(
+        app,
+        json_exempt_paths=json_exempt_paths,
+        on_response=access_observer(settings.service_name),
+    )
     app.include_router(health_router(runtime.health))
     if settings.metrics_enabled:
         app.include_router(metrics_router())

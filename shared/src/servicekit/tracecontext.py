@@ -4,7 +4,10 @@
 ``traceparent`` always travels and log lines carry a trace id); they are exported over OTLP only
 when ``OTEL_EXPORTER_OTLP_ENDPOINT`` (or ``OTEL_EXPORTER_OTLP_TRACES_ENDPOINT``) is set. While no
 span processor is installed (no exporter, no test listening) spans are not recorded: recording
-attributes and events nobody reads cost a good part of every request.
+attributes and events nobody reads cost a good part of every request. For the same reason the
+SQL and Redis instrumentations are installed only once something listens (``when_listened``),
+and HTTP server spans come from ``ServerSpanMiddleware``, which does no attribute work for a
+span that is not recorded.
 
 The outbox stores the ``traceparent`` of the transaction that wrote the event; the relay
 publishes under a producer span that is its child, and a consumer processes the message under a
@@ -15,7 +18,8 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Iterator, Mapping, Sequence
+import weakref
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 from opentelemetry import context as otel_context
@@ -24,12 +28,14 @@ from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
 from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ALWAYS_ON, Sampler, SamplingResult
-from opentelemetry.trace import Link, Span, SpanKind
+from opentelemetry.trace import Link, Span, SpanKind, StatusCode
 from opentelemetry.trace.span import TraceState
 from opentelemetry.util.types import Attributes
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 TRACER_NAME = "servicekit"
 _instrumented_redis = False
+_until_listened: list[Callable[[], None]] = []
 
 
 class _RecordWhenListened(Sampler):
@@ -68,9 +74,30 @@ class _ListenedTracerProvider(TracerProvider):
         self._listening = _RecordWhenListened()
         super().__init__(resource=resource, sampler=self._listening)
 
+    @property
+    def listened(self) -> bool:
+        return self._listening.listened
+
     def add_span_processor(self, span_processor: SpanProcessor) -> None:
         super().add_span_processor(span_processor)
-        self._listening.listened = True
+        if not self._listening.listened:
+            self._listening.listened = True
+            waiting = list(_until_listened)
+            _until_listened.clear()
+            for install in waiting:
+                install()
+
+
+def when_listened(install: Callable[[], None]) -> None:
+    """Run ``install`` once spans are recorded: now if they are, else at the first processor.
+
+    For instrumentation that costs every call it wraps even when its spans are dropped.
+    """
+    provider = trace.get_tracer_provider()
+    if isinstance(provider, _ListenedTracerProvider) and not provider.listened:
+        _until_listened.append(install)
+    else:
+        install()
 
 
 def configure_tracing(service: str) -> None:
@@ -87,39 +114,115 @@ def configure_tracing(service: str) -> None:
     trace.set_tracer_provider(provider)
 
 
-def instrument_app(app: Any) -> None:
-    """Server spans for every request except health checks and metrics.
+class ServerSpanMiddleware:
+    """A SERVER span around every HTTP request but health checks and scrapes (pure ASGI).
 
-    One span per request: the per-message ``http receive`` / ``http send`` child spans say
-    nothing the server span does not, and cost as much as it does.
+    It continues the caller's W3C trace context and is current while the request runs, so log
+    lines carry its trace id and the outbox stores its ``traceparent``. Named and attributed like
+    the OpenTelemetry HTTP conventions (``GET /orders/{order_id}``, ``http.route``,
+    ``http.response.status_code``, ``url.full``) — but only when the span is recorded.
     """
-    from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
 
-    FastAPIInstrumentor.instrument_app(
-        app,
-        excluded_urls="health/live,health/ready,metrics",
-        exclude_spans=["receive", "send"],
-    )
+    def __init__(
+        self, app: ASGIApp, *, skip_prefixes: Sequence[str] = ("/health", "/metrics")
+    ) -> None:
+        self.app = app
+        self.skip = tuple(skip_prefixes)
+        self.fields = {name.encode() for name in propagate.get_global_textmap().fields}
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["path"].startswith(self.skip):
+            await self.app(scope, receive, send)
+            return
+        carrier = {
+            name.decode("latin-1"): value.decode("latin-1")
+            for name, value in scope["headers"]
+            if name in self.fields
+        }
+        parent = propagate.extract(carrier) if carrier else None
+        method: str = scope["method"]
+        span = tracer().start_span(method, context=parent, kind=SpanKind.SERVER)
+        token = otel_context.attach(trace.set_span_in_context(span, parent))
+        if not span.is_recording():
+            try:
+                await self.app(scope, receive, send)
+            finally:
+                otel_context.detach(token)
+                span.end()
+            return
+
+        status: int | None = None
+
+        async def send_with_status(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_status)
+        except BaseException as exc:
+            span.record_exception(exc)
+            status = status or 500
+            raise
+        finally:
+            otel_context.detach(token)
+            _describe_server_span(span, scope, status)
+            span.end()
+
+
+def _describe_server_span(span: Span, scope: Scope, status: int | None) -> None:
+    route = getattr(scope.get("route"), "path", None)
+    method: str = scope["method"]
+    host = next((v.decode("latin-1") for k, v in scope["headers"] if k == b"host"), None)
+    query = scope.get("query_string", b"").decode("latin-1")
+    url = f"{scope.get('scheme', 'http')}://{host or 'unknown'}{scope.get('root_path', '')}"
+    url += scope["path"] + (f"?{query}" if query else "")
+    attributes: dict[str, Any] = {
+        "http.request.method": method,
+        "url.path": scope["path"],
+        "url.scheme": scope.get("scheme", "http"),
+        "url.full": url,
+    }
+    if route:
+        attributes["http.route"] = route
+        span.update_name(f"{method} {route}")
+    if status is not None:
+        attributes["http.response.status_code"] = status
+    span.set_attributes(attributes)
+    if status is None or status >= 500:
+        span.set_status(StatusCode.ERROR)
 
 
 def instrument_engine(engine: Any) -> None:
-    """Spans for every SQL statement of an AsyncEngine."""
-    from opentelemetry.instrumentation.sqlalchemy import SQLAlchemyInstrumentor
+    """Spans for every SQL statement of an AsyncEngine (from when spans are recorded)."""
+    engine_ref = weakref.ref(engine)
 
-    # The instrumentation's declared range stops below SQLAlchemy 2.1; its engine events work
-    # unchanged there, so the dependency check is skipped rather than losing SQL spans.
-    SQLAlchemyInstrumentor().instrument(engine=engine.sync_engine, skip_dep_check=True)
+    def install() -> None:
+        from opentelemetry.instrumentation.sqlalchemy import SQLAlchemyInstrumentor
+
+        live = engine_ref()
+        if live is not None:
+            # The instrumentation's declared range stops below SQLAlchemy 2.1; its engine events
+            # work unchanged there, so the dependency check is skipped rather than losing spans.
+            SQLAlchemyInstrumentor().instrument(engine=live.sync_engine, skip_dep_check=True)
+
+    when_listened(install)
 
 
 def instrument_redis() -> None:
-    """Spans for Redis commands (process-wide, once)."""
-    global _instrumented_redis
-    if _instrumented_redis:
-        return
-    from opentelemetry.instrumentation.redis import RedisInstrumentor
+    """Spans for Redis commands (process-wide, once, from when spans are recorded)."""
 
-    RedisInstrumentor().instrument()
-    _instrumented_redis = True
+    def install() -> None:
+        global _instrumented_redis
+        if _instrumented_redis:
+            return
+        from opentelemetry.instrumentation.redis import RedisInstrumentor
+
+        RedisInstrumentor().instrument()
+        _instrumented_redis = True
+
+    when_listened(install)
 
 
 def instrument_httpx(client: Any) -> None:
@@ -129,9 +232,16 @@ def instrument_httpx(client: Any) -> None:
     HTTPXClientInstrumentor.instrument_client(client)
 
 
+_tracer: tuple[trace.TracerProvider, trace.Tracer] | None = None
+
+
 def tracer() -> trace.Tracer:
-    """The tracer for the shared library's own spans."""
-    return trace.get_tracer(TRACER_NAME)
+    """The tracer for the shared library's own spans (one per tracer provider)."""
+    global _tracer
+    provider = trace.get_tracer_provider()
+    if _tracer is None or _tracer[0] is not provider:
+        _tracer = (provider, provider.get_tracer(TRACER_NAME))
+    return _tracer[1]
 
 
 def current_traceparent() -> str | None:
