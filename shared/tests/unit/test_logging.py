@@ -14,6 +14,7 @@ import pytest
 from servicekit.logging import (
     REDACTED,
     bind_context,
+    captured_lines,
     clear_context,
     configure_logging,
     current_correlation_id,
@@ -108,6 +109,21 @@ class TestJsonOutput:
         assert first.getvalue() == ""
         [line] = lines_of(second)
         assert line["service"] == "payments-gateway"
+
+    def test_captured_lines_see_structlog_and_stdlib_lines(self, stream: io.StringIO) -> None:
+        with captured_lines() as lines:
+            bind_context(request_id="req-9")
+            get_logger("orders.service").warning("order.late", order_id="o-9", password="p")
+            logging.getLogger("aio_pika").info("reconnected")
+        get_logger().info("after")
+
+        assert [(line["event"], line["level"]) for line in lines] == [
+            ("order.late", "warning"),
+            ("reconnected", "info"),
+        ]
+        assert lines[0]["request_id"] == "req-9"
+        assert lines[0]["password"] == REDACTED
+        assert lines[0]["logger"] == "orders.service"
 
     def test_console_renderer_writes_plain_text(self) -> None:
         output = io.StringIO()

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
@@ -16,6 +15,7 @@ from fastapi import FastAPI
 from sqlalchemy import event
 from sqlalchemy.orm import Session
 
+from servicekit.logging import captured_lines
 from servicekit.testing.plugin import Infra, serve_app
 from servicekit.testing.tokens import TokenMinter
 from users_service.cache import CacheKeys
@@ -226,22 +226,23 @@ class TestRedisDown:
         settings: Settings,
         app_factory: Callable[[Settings], FastAPI],
         token_minter: TokenMinter,
-        caplog: pytest.LogCaptureFixture,
     ) -> None:
         app = app_factory(settings.model_copy(update={"redis_url": DEAD_REDIS}))
-        caplog.set_level(logging.WARNING)
-        async with running(app) as client:
-            user_id = await create_profile(app, name="Resilient")
-            headers = token_minter.headers(user_id)
+        with captured_lines() as lines:
+            async with running(app) as client:
+                user_id = await create_profile(app, name="Resilient")
+                headers = token_minter.headers(user_id)
 
-            read = await client.get("/users/me", headers=headers)
-            patched = await client.patch("/users/me", headers=headers, json={"bio": "still here"})
-            reread = await client.get("/users/me", headers=headers)
-            by_id = await client.get(f"/users/{user_id}", headers=headers)
-            burst = await asyncio.gather(
-                *(client.get("/users/me", headers=headers) for _ in range(20))
-            )
-            ready = await client.get("/health/ready")
+                read = await client.get("/users/me", headers=headers)
+                patched = await client.patch(
+                    "/users/me", headers=headers, json={"bio": "still here"}
+                )
+                reread = await client.get("/users/me", headers=headers)
+                by_id = await client.get(f"/users/{user_id}", headers=headers)
+                burst = await asyncio.gather(
+                    *(client.get("/users/me", headers=headers) for _ in range(20))
+                )
+                ready = await client.get("/health/ready")
 
         assert read.status_code == 200
         assert read.json()["name"] == "Resilient"
@@ -252,8 +253,8 @@ class TestRedisDown:
         assert by_id.status_code == 200
         assert {r.status_code for r in burst} == {200}
         assert ready.status_code == 200
-        warnings = [str(r.msg) for r in caplog.records if r.levelno == logging.WARNING]
-        assert any("cache.redis_unavailable" in message for message in warnings)
+        warnings = [line["event"] for line in lines if line.get("level") == "warning"]
+        assert "cache.redis_unavailable" in warnings
 
 
 class TestDatabaseDown:
