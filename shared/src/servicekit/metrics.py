@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
+from typing import Any
 
 from fastapi import APIRouter, Response
 from prometheus_client import (
@@ -86,8 +87,22 @@ def observe_http(service: str, method: str, scope: Scope, status: int, seconds: 
         # Only static routes (docs, OpenAPI) lack a template; unknown paths would explode the
         # label space, so they share one label.
         template = scope["path"] if status != 404 else "unmatched"
-    HTTP_REQUESTS.labels(service, method, template, str(status)).inc()
-    HTTP_LATENCY.labels(service, method, template).observe(seconds)
+    key = (service, method, template, status)
+    series = _http_series.get(key)
+    if series is None:
+        series = (
+            HTTP_REQUESTS.labels(service, method, template, str(status)),
+            HTTP_LATENCY.labels(service, method, template),
+        )
+        if len(_http_series) < _MAX_REMEMBERED_SERIES:
+            _http_series[key] = series
+    series[0].inc()
+    series[1].observe(seconds)
+
+
+# Label lookups take a lock and build a key per call; the few series a service uses are kept.
+_MAX_REMEMBERED_SERIES = 2048
+_http_series: dict[tuple[str, str, str, int], tuple[Any, Any]] = {}
 
 
 class ConsumerMetrics:

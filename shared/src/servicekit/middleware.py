@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+import time
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 from uuid import uuid4
 
 import structlog
 from fastapi import FastAPI
-from starlette.datastructures import Headers, MutableHeaders
+from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from servicekit.errors import REQUEST_ID_HEADER, UnsupportedMediaType, error_response
@@ -19,6 +20,7 @@ CORRELATION_ID_HEADER = "X-Correlation-ID"
 _SANE_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 _JSON_SUFFIX = re.compile(r"application/[a-z0-9!#$&^_.+-]+\+json")
 _BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
+_REQUEST_ID_NAME = REQUEST_ID_HEADER.lower().encode("latin-1")
 
 
 def sane_id(value: str | None) -> str | None:
@@ -28,11 +30,28 @@ def sane_id(value: str | None) -> str | None:
     return None
 
 
-class RequestIdMiddleware:
-    """Give every request an id, bind it (and the correlation id) to the logs, echo it back."""
+ResponseObserver = Callable[[Scope, int, float], None]
+"""Told of every answered request: its scope, the response status and the seconds it took."""
 
-    def __init__(self, app: ASGIApp) -> None:
+
+class RequestIdMiddleware:
+    """Give every request an id, bind it (and the correlation id) to the logs, echo it back.
+
+    With ``on_response`` it also reports each request once answered (access log, metrics), from
+    inside the bound context, without another middleware layer and send wrapper per request.
+    Paths under ``unobserved`` (health checks, scrapes) are not reported.
+    """
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        on_response: ResponseObserver | None = None,
+        unobserved: Sequence[str] = ("/health", "/metrics"),
+    ) -> None:
         self.app = app
+        self.on_response = on_response
+        self.unobserved = tuple(unobserved)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -47,18 +66,32 @@ class RequestIdMiddleware:
         state: dict[str, Any] = scope.setdefault("state", {})
         state["request_id"] = request_id
         state["correlation_id"] = correlation_id
+        echoed = (_REQUEST_ID_NAME, request_id.encode("latin-1"))
+        status = 500
 
         async def send_with_id(message: Message) -> None:
+            nonlocal status
             if message["type"] == "http.response.start":
-                MutableHeaders(scope=message)[REQUEST_ID_HEADER] = request_id
+                status = message["status"]
+                headers = [
+                    h for h in message.get("headers", ()) if h[0].lower() != _REQUEST_ID_NAME
+                ]
+                headers.append(echoed)
+                message["headers"] = headers
             await send(message)
 
+        observe = self.on_response
+        if observe is not None and scope["path"].startswith(self.unobserved):
+            observe = None
         previous = structlog.contextvars.get_contextvars()
         structlog.contextvars.clear_contextvars()
         structlog.contextvars.bind_contextvars(request_id=request_id, correlation_id=correlation_id)
+        started = time.perf_counter()
         try:
             await self.app(scope, receive, send_with_id)
         finally:
+            if observe is not None:
+                observe(scope, status, time.perf_counter() - started)
             structlog.contextvars.clear_contextvars()
             if previous:
                 structlog.contextvars.bind_contextvars(**previous)
@@ -116,7 +149,12 @@ def _has_body(headers: Headers) -> bool:
         return True
 
 
-def install_middleware(app: FastAPI, *, json_exempt_paths: Iterable[str] = ()) -> None:
+def install_middleware(
+    app: FastAPI,
+    *,
+    json_exempt_paths: Iterable[str] = (),
+    on_response: ResponseObserver | None = None,
+) -> None:
     """Add both middlewares in the right order (request ids outermost)."""
     app.add_middleware(JsonContentTypeMiddleware, exempt_paths=tuple(json_exempt_paths))
-    app.add_middleware(RequestIdMiddleware)
+    app.add_middleware(RequestIdMiddleware, on_response=on_response)

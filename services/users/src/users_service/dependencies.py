@@ -23,9 +23,9 @@ async def get_resources(request: Request) -> UsersResources:
 ResourcesDep = Annotated[UsersResources, Depends(get_resources)]
 
 
-async def get_reader(resources: ResourcesDep) -> CachedUserReader:
-    """Profiles by id through the Redis cache."""
-    return resources.reader
+async def get_reader(request: Request) -> CachedUserReader:
+    """Profiles by id through the Redis cache (one dependency level: every read resolves it)."""
+    return cast(UsersResources, request.app.state.users).reader
 
 
 ReaderDep = Annotated[CachedUserReader, Depends(get_reader)]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from prometheus_client import Counter
 
@@ -46,5 +46,15 @@ def expose_cache_metrics() -> None:
 
 def count_lookup(result: Lookup) -> None:
     """Count one profile read by where it was answered, in both families."""
-    CACHE_LOOKUPS.labels(result).inc()
-    CACHE_REQUESTS.labels(_SERVICE, _CACHE, _SHARED_RESULTS[result]).inc()
+    series = _lookup_series.get(result)
+    if series is None:
+        series = _lookup_series[result] = (
+            CACHE_LOOKUPS.labels(result),
+            CACHE_REQUESTS.labels(_SERVICE, _CACHE, _SHARED_RESULTS[result]),
+        )
+    series[0].inc()
+    series[1].inc()
+
+
+# Every read counts itself: the three pairs of series are looked up once, not per read.
+_lookup_series: dict[str, tuple[Any, Any]] = {}
