@@ -10,12 +10,12 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Any
 from uuid import UUID
 
 import httpx
 import jwt
-from fastapi import Depends, Request
+from fastapi import Request
 from fastapi.security import OAuth2PasswordBearer
 from jwt import PyJWK
 
@@ -327,6 +327,25 @@ def _rejected(
     return InvalidToken(text, description=text)
 
 
+class _BearerPrincipal(OAuth2PasswordBearer):
+    """The OAuth2 password-flow scheme (for the docs) that also verifies the token it reads.
+
+    One dependency, not a scheme plus a verifier depending on it: every authenticated request
+    resolves this, and each level of FastAPI dependencies costs per request.
+    """
+
+    def __init__(self, get_verifier: Callable[[Request], TokenVerifier], token_url: str) -> None:
+        # The name the schema has always had in every service's OpenAPI document.
+        super().__init__(tokenUrl=token_url, auto_error=False, scheme_name="OAuth2PasswordBearer")
+        self.get_verifier = get_verifier
+
+    async def __call__(self, request: Request) -> Principal:  # type: ignore[override]
+        token = await super().__call__(request)
+        if not token:
+            raise NotAuthenticated()
+        return await self.get_verifier(request).verify(token)
+
+
 def bearer_dependency(
     get_verifier: Callable[[Request], TokenVerifier], *, token_url: str = TOKEN_URL
 ) -> Callable[..., Awaitable[Principal]]:
@@ -334,13 +353,4 @@ def bearer_dependency(
 
     It declares OAuth2 password flow at ``token_url`` so Swagger UI's Authorize works.
     """
-    scheme = OAuth2PasswordBearer(tokenUrl=token_url, auto_error=False)
-
-    async def current_principal(
-        request: Request, token: Annotated[str | None, Depends(scheme)]
-    ) -> Principal:
-        if not token:
-            raise NotAuthenticated()
-        return await get_verifier(request).verify(token)
-
-    return current_principal
+    return _BearerPrincipal(get_verifier, token_url)
