@@ -43,9 +43,12 @@ class ServiceSettings(BaseSettings):
     jwt_audience: str = "urn:shop:api"
     jwks_url: str | None = "http://127.0.0.1:8001/.well-known/jwks.json"
     jwks_file: str | None = None
-    # Modest by default: several services and instances share one PostgreSQL server.
-    db_pool_size: int = Field(default=5, ge=1)
-    db_max_overflow: int = Field(default=10, ge=0)
+    # Modest by default: several services and instances share one PostgreSQL server. Most of
+    # the 15 are kept open: a connection beyond pool_size is closed when it is handed back, so
+    # under steady load a small pool with a large overflow opened (forked a backend) and
+    # closed connections all the time.
+    db_pool_size: int = Field(default=10, ge=1)
+    db_max_overflow: int = Field(default=5, ge=0)
     consumer_prefetch: int = Field(default=32, ge=1)
     retry_delays_ms: list[int] = Field(default_factory=lambda: [1000, 5000, 30000, 120000])
     metrics_enabled: bool = True

@@ -20,8 +20,10 @@ class Settings(ServiceSettings):
     service_name: str = "payments-gateway"
     port: int = 8004
     database_url: str = "postgresql+asyncpg://postgres@127.0.0.1:5432/payments"
-    # Each payment in flight holds two connections (see payment_concurrency below).
-    db_pool_size: int = 10
+    # Each payment in flight holds two connections (see payment_concurrency below); all of
+    # them are kept open, so a steady stream of payments does not reconnect.
+    db_pool_size: int = 18
+    db_max_overflow: int = 2
 
     # The external payment provider.
     provider_url: str = "http://127.0.0.1:8090"
