@@ -192,7 +192,7 @@ class TestBuildSpecs:
         assert specs["provider-simulator"].ports == (8090,)
         assert specs["provider-simulator"].ready_url == "http://127.0.0.1:8090/healthz"
         assert specs["smtp-sink"].ports == (1025, 1080)
-        assert specs["smtp-sink"].ready_url == "http://127.0.0.1:1080/messages"
+        assert specs["smtp-sink"].ready_url == "http://127.0.0.1:1080/healthz"
         for name, port in [("auth", 8001), ("users", 8002), ("orders", 8003)]:
             spec = specs[f"{name}-1"]
             assert spec.ports == (port,)

@@ -345,7 +345,8 @@ def build_plan(env: Mapping[str, str]) -> SystemPlan:
             "SMTP_SINK_HTTP_PORT": str(smtp_http_port),
         },
         cwd=repo_root,
-        ready_url=f"http://{LOCALHOST}:{smtp_http_port}/messages",
+        # Not /messages: it reads every stored mail, which outgrows the probe timeout.
+        ready_url=f"http://{LOCALHOST}:{smtp_http_port}/healthz",
         stage=Stage.SUPPORT,
         endpoint=f"smtp://{LOCALHOST}:{smtp_port}",
         note=f"received mail: http://{LOCALHOST}:{smtp_http_port}/messages",
