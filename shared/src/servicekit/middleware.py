@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import re
+import secrets
 import time
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
-from uuid import uuid4
 
 import structlog
 from fastapi import FastAPI
@@ -59,7 +59,8 @@ class RequestIdMiddleware:
             return
 
         headers = Headers(scope=scope)
-        request_id = sane_id(headers.get(REQUEST_ID_HEADER)) or uuid4().hex
+        # 32 hex digits like uuid4().hex, without building a UUID object per request.
+        request_id = sane_id(headers.get(REQUEST_ID_HEADER)) or secrets.token_hex(16)
         correlation_id = sane_id(headers.get(CORRELATION_ID_HEADER)) or request_id
         # The 500 handler runs outside this middleware, after the context is reset:
         # it finds the ids here.

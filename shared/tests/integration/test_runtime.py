@@ -20,6 +20,17 @@ class Settings(ServiceSettings):
     database_url: str = ""
 
 
+def settings_for(infra: Any, database_url: str, **overrides: Any) -> Settings:
+    return Settings(
+        database_url=database_url,
+        amqp_url=infra.amqp_url,
+        redis_url=infra.redis_url,
+        events_exchange=f"{infra.amqp_prefix}runtime.events",
+        jwks_url=None,
+        **overrides,
+    )
+
+
 class TestRuntimeStart:
     async def test_a_failing_start_hook_closes_what_was_opened(
         self, database_url: str, infra: Any, engine: Any
@@ -28,13 +39,7 @@ class TestRuntimeStart:
             raise RuntimeError("refusing to start: development keys in production")
 
         runtime = ServiceRuntime(
-            Settings(
-                database_url=database_url,
-                amqp_url=infra.amqp_url,
-                redis_url=infra.redis_url,
-                events_exchange=f"{infra.amqp_prefix}runtime.events",
-                jwks_url=None,
-            ),
+            settings_for(infra, database_url),
             outbox_table=outbox,
             inbox_table=inbox,
             on_start=[refuse],
@@ -52,14 +57,7 @@ class TestGarbageCollection:
     ) -> None:
         threshold = gc.get_threshold()
         runtime = ServiceRuntime(
-            Settings(
-                database_url=database_url,
-                amqp_url=infra.amqp_url,
-                redis_url=infra.redis_url,
-                events_exchange=f"{infra.amqp_prefix}runtime.events",
-                jwks_url=None,
-                gc_gen0_threshold=12_345,
-            ),
+            settings_for(infra, database_url, gc_gen0_threshold=12_345),
             outbox_table=outbox,
             inbox_table=inbox,
         )
