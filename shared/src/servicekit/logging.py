@@ -135,19 +135,19 @@ def _add_logger_name(logger: WrappedLogger, _method: str, event_dict: EventDict)
     return event_dict
 
 
-def _shared_processors() -> list[Processor]:
-    return [
+def _shared_processors(*, foreign: bool) -> list[Processor]:
+    processors: list[Processor] = [
         structlog.contextvars.merge_contextvars,
         _add_trace_id,
         structlog.stdlib.add_log_level,
         _add_logger_name,
         structlog.processors.TimeStamper(fmt="iso", utc=True, key="timestamp"),
         _add_service,
-        structlog.stdlib.PositionalArgumentsFormatter(),
-        structlog.processors.StackInfoRenderer(),
-        redact_secrets,
-        _tap,
     ]
+    if foreign:  # structlog's own loggers format positional arguments themselves
+        processors.append(structlog.stdlib.PositionalArgumentsFormatter())
+    processors += [structlog.processors.StackInfoRenderer(), redact_secrets, _tap]
+    return processors
 
 
 def _json_dumps(value: Any, **_: Any) -> str:
@@ -206,7 +206,7 @@ def configure_logging(
     rendering.append(renderer)
 
     formatter = structlog.stdlib.ProcessorFormatter(
-        foreign_pre_chain=_shared_processors(),
+        foreign_pre_chain=_shared_processors(foreign=True),
         processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, *rendering],
     )
     handler = logging.StreamHandler(stream if stream is not None else sys.stdout)
@@ -232,7 +232,7 @@ def configure_logging(
         return _LineLogger(handler, args[0] if args and isinstance(args[0], str) else None)
 
     structlog.configure(
-        processors=[*_shared_processors(), *rendering],
+        processors=[*_shared_processors(foreign=False), *rendering],
         context_class=dict,
         logger_factory=logger_factory,
         wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelName(level.upper())),

@@ -308,7 +308,9 @@ async def _database_unavailable(request: Request, exc: Exception) -> JSONRespons
 
 def access_observer(service: str) -> ResponseObserver:
     """One log line and the HTTP metrics per answered request (run inside its log context)."""
-    access_log = structlog.get_logger("http")
+    # Bound now, after create_service_app configured logging: a lazy module-level logger
+    # re-resolves structlog's configuration on every line, and this one writes a line a request.
+    access_log = structlog.get_logger("http").bind()
 
     def observe(scope: Scope, status: int, seconds: float) -> None:
         observe_http(service, scope["method"], scope, status, seconds)
