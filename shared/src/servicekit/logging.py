@@ -163,9 +163,13 @@ class _LineLogger:
 
     def msg(self, message: str) -> None:
         handler = self._handler
-        with handler.lock or _NO_LOCK:
-            handler.stream.write(message + "\n")
-            handler.stream.flush()
+        try:
+            with handler.lock or _NO_LOCK:
+                handler.stream.write(message + "\n")
+                handler.stream.flush()
+        except Exception as exc:  # as stdlib handlers do: a log line never raises
+            with contextlib.suppress(Exception):
+                print(f"--- log line not written ({exc!r}): {message}", file=sys.__stderr__)
 
     log = debug = info = warn = warning = error = err = critical = exception = fatal = msg
 

@@ -192,3 +192,15 @@ class TestContextHelpers:
         finally:
             clear_context()
         assert current_correlation_id() is None
+
+
+class TestBrokenStream:
+    def test_a_closed_stream_never_makes_logging_raise(self) -> None:
+        output = io.StringIO()
+        configure_logging(service="orders", stream=output)
+        output.close()
+        try:
+            get_logger("orders.service").info("order.created")  # would raise ValueError
+            logging.getLogger("lib").warning("stdlib too")
+        finally:
+            reset_logging()
