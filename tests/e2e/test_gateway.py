@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 import uuid
 
 import httpx
@@ -41,11 +42,18 @@ class TestGateway:
         )
         assert response.headers["x-request-id"] == request_id
         assert response.json()["error"]["request_id"] == request_id
-        lines = [
-            json.loads(line)
-            for line in (system.log("orders-1") + system.log("orders-2")).splitlines()
-            if request_id in line and line.startswith("{")
-        ]
+
+        def access_lines() -> list[dict[str, object]]:
+            return [
+                json.loads(line)
+                for line in (system.log("orders-1") + system.log("orders-2")).splitlines()
+                if request_id in line and line.startswith("{")
+            ]
+
+        # The access line is written once the response has gone out: it may trail it a little.
+        deadline = time.monotonic() + 5
+        while not (lines := access_lines()) and time.monotonic() < deadline:
+            time.sleep(0.05)
         assert any(
             line.get("request_id") == request_id and line.get("event") == "http.request"
             for line in lines
@@ -76,14 +84,44 @@ class TestGateway:
         assert response.json()["error"]["code"] == "payload_too_large"
         assert response.json()["error"]["request_id"] == response.headers["x-request-id"]
 
+    def test_oversize_headers_are_400_json(self, system: System) -> None:
+        response = httpx.get(f"{system.gateway}/users/me", headers={"X-Padding": "x" * 20_000})
+
+        assert response.status_code == 400
+        assert response.headers["content-type"].startswith("application/json")
+        assert response.json()["error"]["code"] == "headers_too_large"
+        assert response.json()["error"]["request_id"] == response.headers["x-request-id"]
+
     async def test_zz_a_burst_past_the_rate_limit_is_429_json(self, system: System) -> None:
-        # Many raw connections opened first, then every request written at once, so the burst
-        # reaches nginx faster than the limit (rate + burst) lets through, however slow the
-        # machine is. Throttled requests never reach a service.
+        statuses, replies = await self.burst(system, "/.well-known/jwks.json")
+        assert statuses.count(b"200") > 0
+        assert statuses.count(b"429") > 0, "no request was throttled"
+        limited = next(r for r in replies if r.startswith(b"HTTP/1.1 429"))
+        head, _, body = limited.partition(b"\r\n\r\n")
+        assert b"retry-after: 1" in head.lower()
+        assert b"application/json" in head.lower()
+        assert b'"too_many_requests"' in body
+        await asyncio.sleep(3)  # let the bucket refill for whatever runs next
+
+    async def test_zz_unknown_paths_are_rate_limited_too(self, system: System) -> None:
+        statuses, replies = await self.burst(system, "/no/such/route")
+
+        assert statuses.count(b"404") > 0
+        assert statuses.count(b"429") > 0, "unknown paths escaped the rate limit"
+        not_found = next(r for r in replies if r.startswith(b"HTTP/1.1 404"))
+        assert b'"not_found"' in not_found.partition(b"\r\n\r\n")[2]
+        await asyncio.sleep(3)
+
+    @staticmethod
+    async def burst(system: System, path: str) -> tuple[list[bytes], list[bytes]]:
+        """600 requests for ``path`` at once: (their status codes, the raw replies).
+
+        The connections are opened first, then every request is written at once, so the burst
+        reaches nginx faster than the limit (rate + burst) lets through, however slow the
+        machine is. Throttled requests never reach a service.
+        """
         port = system.ports["GATEWAY"]
-        request = (
-            b"GET /.well-known/jwks.json HTTP/1.1\r\nHost: gateway\r\nConnection: close\r\n\r\n"
-        )
+        request = f"GET {path} HTTP/1.1\r\nHost: gateway\r\nConnection: close\r\n\r\n".encode()
         connections = [await asyncio.open_connection("127.0.0.1", port) for _ in range(600)]
         for _, writer in connections:
             writer.write(request)
@@ -95,11 +133,4 @@ class TestGateway:
 
         replies = await asyncio.gather(*(reply(r, w) for r, w in connections))
         statuses = [r.split(b" ", 2)[1] for r in replies if r.startswith(b"HTTP/1.1")]
-        assert statuses.count(b"200") > 0
-        assert statuses.count(b"429") > 0, "no request was throttled"
-        limited = next(r for r in replies if r.startswith(b"HTTP/1.1 429"))
-        head, _, body = limited.partition(b"\r\n\r\n")
-        assert b"retry-after: 1" in head.lower()
-        assert b"application/json" in head.lower()
-        assert b'"too_many_requests"' in body
-        await asyncio.sleep(3)  # let the bucket refill for whatever runs next
+        return statuses, replies

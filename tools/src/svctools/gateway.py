@@ -71,6 +71,9 @@ _ERRORS: Mapping[int, tuple[str, str]] = {
     404: ("not_found", "No route for this path."),
     413: ("payload_too_large", "The request body is larger than the gateway accepts."),
     414: ("uri_too_long", "The request URI is too long."),
+    # nginx's own code for a header line or the headers as a whole over its buffers; without a
+    # page of its own it answers an HTML 400. Sent as a 400 like the rest of the malformed input.
+    494: ("headers_too_large", "The request headers are too large."),
     429: ("too_many_requests", "Too many requests from this client; retry later."),
     500: ("internal_error", "The gateway failed to handle the request."),
     502: ("bad_gateway", "The service behind this path is unreachable."),
@@ -139,7 +142,8 @@ def _error_locations(*, max_body: str) -> list[str]:
             # A location with its own add_header inherits none from the server level.
             lines.append("            add_header X-Request-ID $gateway_request_id always;")
             lines.append("            add_header Retry-After 1 always;")
-        lines.append(f"            return {code} '{_error_body(code, message=message)}';")
+        status = 400 if code == 494 else code
+        lines.append(f"            return {status} '{_error_body(code, message=message)}';")
         lines.append("        }")
     return lines
 
@@ -280,7 +284,9 @@ def render_nginx_conf(
         "",
         "        location / {",
         f"            limit_req zone=per_client burst={burst} nodelay;",
-        "            return 404;",
+        # Not `return 404`: return runs in the rewrite phase, before limit_req, so unknown paths
+        # were never limited. try_files runs after it, and finds no such file.
+        "            try_files /.no-route-here =404;",
         "        }",
         "",
         *_error_locations(max_body=max_body),
