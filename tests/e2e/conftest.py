@@ -133,11 +133,13 @@ def start_system(tmp: Path, *, instances: dict[str, int], extra_env: dict[str, s
     deadline = time.monotonic() + 180
     while time.monotonic() < deadline:
         if process.poll() is not None:
+            cleanup(system)  # what it migrated before it died
             raise AssertionError(f"launcher exited early:\n{output.read_text()[-4000:]}")
         if _all_ready(system):
             return system
         time.sleep(0.5)
     stop_system(system)
+    cleanup(system)
     raise AssertionError(f"system not ready in time:\n{output.read_text()[-4000:]}")
 
 
