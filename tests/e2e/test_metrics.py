@@ -219,6 +219,18 @@ class TestEvents:
         assert len(pending) == len(oldest) == used_instances(used, service), pending
         assert all(s.value >= 0 for s in pending + oldest)
 
+    @pytest.mark.parametrize("service", list(SERVICES))
+    def test_failure_counters_exist_at_zero_before_anything_failed(
+        self, used: dict[str, list[Sample]], service: str
+    ) -> None:
+        # Every service consumes the revocation events; nothing in this flow was retried or
+        # parked, yet the series are there, so a rate() or an alert has data from the start.
+        for name in ("events_retried_total", "events_dead_lettered_total"):
+            series = matching(used[service], name, service=service)
+            types = {s.labels["event_type"] for s in series}
+            assert {"session.revoked", "user.deleted"} <= types, (name, types)
+            assert all(s.value == 0 for s in series), series
+
 
 def used_instances(used: dict[str, list[Sample]], service: str) -> int:
     """How many instances answered (each reports its own outbox gauges)."""

@@ -8,7 +8,7 @@ in-process registry is enough; with several workers in one container, point
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from fastapi import APIRouter, Response
@@ -110,6 +110,14 @@ class ConsumerMetrics:
 
     def __init__(self, service: str) -> None:
         self.service = service
+
+    def expose(self, queue: str, event_types: Iterable[str]) -> None:
+        """Export a queue's series at zero from the start, so rates and alerts see no gaps."""
+        for event_type in event_types:
+            for outcome in ("handled", "duplicate"):
+                EVENTS_CONSUMED.labels(self.service, queue, event_type, outcome)
+            EVENTS_RETRIED.labels(self.service, queue, event_type)
+            EVENTS_DEAD_LETTERED.labels(self.service, queue, event_type)
 
     def on_handled(self, queue: str, event_type: str, seconds: float) -> None:
         EVENTS_CONSUMED.labels(self.service, queue, event_type, "handled").inc()

@@ -172,7 +172,8 @@ class ServiceRuntime:
                 "user.deleted": self.denylist.on_user_deleted,
             },
         )
-        self.observers.append(ConsumerMetrics(s.service_name))
+        metrics = ConsumerMetrics(s.service_name)
+        self.observers.append(metrics)
         for spec in [revocations, *self.consumers]:
             consumer = self.bus.consumer(
                 spec.purpose,
@@ -185,6 +186,7 @@ class ServiceRuntime:
                 observers=self.observers,
             )
             self.running_consumers.append(consumer)
+            metrics.expose(consumer.queue_name, spec.handlers)
         await self._set_consuming(True)
         self._tasks = [
             asyncio.create_task(self._watch_database(), name="database-watch"),
