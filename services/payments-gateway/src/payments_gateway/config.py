@@ -46,6 +46,13 @@ class Settings(ServiceSettings):
     breaker_failure_threshold: int = Field(default=5, ge=1)
     breaker_reset_seconds: float = Field(default=30.0, ge=0)
 
+    # A charge the provider answered pending, still pending this long after, is looked up by id
+    # (GET /v1/charges/{id}) every reconcile_interval_seconds: a webhook the provider never
+    # delivered (or we never received) does not leave the order pending for ever.
+    reconcile_after_seconds: float = Field(default=120.0, gt=0)
+    reconcile_interval_seconds: float = Field(default=30.0, gt=0)
+    reconcile_batch: int = Field(default=50, ge=1)
+
     # Shared with the provider; signs its webhook deliveries.
     webhook_secret: SecretStr = SecretStr("whsec_dev_only")
     webhook_tolerance_seconds: int = Field(default=300, ge=1)

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+
 import httpx
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from payments_gateway.config import Settings
 from payments_gateway.provider import BREAKER_NAME, ProviderClient
+from payments_gateway.service import reconcile_pending_charges
 from servicekit import tracecontext
 from servicekit.breaker import State
 from servicekit.logging import get_logger
@@ -25,6 +29,7 @@ class PaymentsContext:
         self._runtime: ServiceRuntime | None = None
         self._http: httpx.AsyncClient | None = None
         self._provider: ProviderClient | None = None
+        self._reconciler: asyncio.Task[None] | None = None
 
     async def start(self, runtime: ServiceRuntime) -> None:
         """Open the provider client (an on_start hook of the runtime)."""
@@ -53,10 +58,30 @@ class PaymentsContext:
         )
         # Reported, not fatal: payments wait for the provider; reads and webhooks still work.
         runtime.health.add("payment_provider", self._circuit_check, critical=False)
+        self._reconciler = asyncio.create_task(self._reconcile_forever(), name="reconciler")
         log.info("provider.client_opened", provider_url=s.provider_url)
+
+    async def _reconcile_forever(self) -> None:
+        """Every reconcile_interval_seconds, settle pending charges whose webhook did not come."""
+        while True:
+            await asyncio.sleep(self.settings.reconcile_interval_seconds)
+            try:
+                await reconcile_pending_charges(
+                    sessions=self.runtime.sessions,
+                    outbox=self.runtime.outbox,
+                    provider=self.provider,
+                    settings=self.settings,
+                )
+            except Exception:  # the next round tries again; a crash would end reconciling
+                log.exception("payment.reconcile_failed")
 
     async def stop(self, runtime: ServiceRuntime) -> None:
         """Close the provider client (an on_stop hook, after the consumers finished)."""
+        if self._reconciler is not None:
+            self._reconciler.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._reconciler
+            self._reconciler = None
         if self._http is not None:
             await self._http.aclose()
             self._http = None

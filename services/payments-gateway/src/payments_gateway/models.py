@@ -7,7 +7,7 @@ from datetime import datetime
 from decimal import Decimal
 from enum import StrEnum
 
-from sqlalchemy import CheckConstraint, DateTime, Index, Numeric, String, Uuid
+from sqlalchemy import CheckConstraint, DateTime, Index, Numeric, String, Uuid, text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from servicekit.db import new_metadata
@@ -50,6 +50,11 @@ class Payment(Base):
         CheckConstraint("amount > 0", name="amount_positive"),
         Index("ix_payments_user_created", "user_id", "created_at", "id"),
         Index("ix_payments_created", "created_at", "id"),
+        Index(
+            "ix_payments_pending_updated",
+            "updated_at",
+            postgresql_where=text("status = 'pending'"),
+        ),
     )
 
     id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True)

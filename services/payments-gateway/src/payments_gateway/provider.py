@@ -27,6 +27,7 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from email.utils import parsedate_to_datetime
 from typing import Any, Literal, TypeVar
+from urllib.parse import quote
 
 import httpx
 from tenacity import (
@@ -101,6 +102,14 @@ class ChargeResult:
 
     charge_id: str
     status: Literal["succeeded", "pending"]
+
+
+@dataclass(frozen=True)
+class ChargeState:
+    """A charge as the provider has it now."""
+
+    charge_id: str
+    status: Literal["pending", "succeeded", "failed"]
 
 
 @dataclass(frozen=True)
@@ -204,6 +213,11 @@ class ProviderClient:
             "charge", "/v1/charges", body, key=str(request.payment_id), parse=_charge_result
         )
 
+    async def lookup_charge(self, charge_id: str) -> ChargeState:
+        """A charge as the provider has it now (for charges whose webhook did not come)."""
+        path = f"/v1/charges/{quote(charge_id, safe='')}"
+        return await self._call("lookup", path, None, key=None, parse=_charge_state)
+
     async def refund(
         self, *, payment_id: uuid.UUID, order_id: uuid.UUID, charge_id: str, amount: Decimal
     ) -> RefundResult:
@@ -221,9 +235,9 @@ class ProviderClient:
         self,
         operation: str,
         path: str,
-        body: dict[str, Any],
+        body: dict[str, Any] | None,
         *,
-        key: str,
+        key: str | None,
         parse: Callable[[httpx.Response], T],
     ) -> T:
         """One call: the breaker around the retried attempts; logs its outcome."""
@@ -268,10 +282,16 @@ class ProviderClient:
                 breaker_failures=self.breaker.failure_count,
             )
 
-    async def _send(self, path: str, body: dict[str, Any], *, key: str) -> httpx.Response:
-        """One HTTP attempt, its answer classified."""
+    async def _send(
+        self, path: str, body: dict[str, Any] | None, *, key: str | None
+    ) -> httpx.Response:
+        """One HTTP attempt (a POST with its idempotency key, or a GET), its answer classified."""
         try:
-            response = await self._http.post(path, json=body, headers={IDEMPOTENCY_HEADER: key})
+            if body is None:
+                response = await self._http.get(path)
+            else:
+                headers = {IDEMPOTENCY_HEADER: key} if key is not None else {}
+                response = await self._http.post(path, json=body, headers=headers)
         except httpx.TransportError as error:
             raise ProviderUnavailable(f"transport error: {type(error).__name__}") from error
         status = response.status_code
@@ -333,6 +353,14 @@ def _json_object(response: httpx.Response) -> dict[str, Any]:
 
 def _str_or_none(value: object) -> str | None:
     return value if isinstance(value, str) and value else None
+
+
+def _charge_state(response: httpx.Response) -> ChargeState:
+    answer = _json_object(response)
+    charge_id, status = answer.get("id"), answer.get("status")
+    if not isinstance(charge_id, str) or status not in ("pending", "succeeded", "failed"):
+        raise ProviderUnavailable(f"unexpected charge lookup answer: {str(answer)[:200]}")
+    return ChargeState(charge_id=charge_id, status=status)
 
 
 def _charge_result(response: httpx.Response) -> ChargeResult:

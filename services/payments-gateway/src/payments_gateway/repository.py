@@ -106,6 +106,20 @@ class PaymentRepository:
         )
         return (await self.session.execute(stmt)).first() is not None
 
+    async def awaiting_webhook(self, *, since_before: datetime, limit: int) -> list[Payment]:
+        """Pending payments whose charge the provider answered pending before ``since_before``."""
+        stmt = (
+            select(Payment)
+            .where(
+                Payment.status == PaymentStatus.PENDING,
+                Payment.provider_reference.is_not(None),
+                Payment.updated_at < since_before,
+            )
+            .order_by(Payment.updated_at)
+            .limit(limit)
+        )
+        return list(await self.session.scalars(stmt))
+
     async def page(
         self,
         *,

@@ -1,4 +1,7 @@
-"""The rules of payments: charge an order once, refund it once, settle pending charges by webhook.
+"""The rules of payments: charge an order once, refund it once, settle pending charges.
+
+A charge the provider answers ``pending`` settles by its webhook or, when none has come after
+``reconcile_after_seconds``, by looking the charge up (``reconcile_pending_charges``).
 
 Charging an order exactly once
 ------------------------------
@@ -70,6 +73,7 @@ from payments_gateway.provider import (
     ChargeDeclined,
     ChargeRequest,
     ProviderClient,
+    ProviderRejected,
     ProviderUnavailable,
 )
 from payments_gateway.repository import PaymentRepository, WebhookEventRepository
@@ -239,6 +243,65 @@ async def _fail(
     )
     log.info("payment.failed", payment_id=str(payment.id), reason=reason.value)
     return True
+
+
+# --- reconciling ----------------------------------------------------------------------------
+
+
+async def reconcile_pending_charges(
+    *,
+    sessions: async_sessionmaker[AsyncSession],
+    outbox: Outbox,
+    provider: ProviderClient,
+    settings: Settings,
+) -> int:
+    """Settle charges still pending long after the provider said pending; how many settled.
+
+    The webhook is how a pending charge normally settles; this catches the ones whose webhook
+    never arrived (lost, refused, the provider's retries given up). Each payment is settled by
+    the same guarded update as a webhook, so a webhook arriving meanwhile, or another instance
+    reconciling the same payment, changes it and publishes its event once.
+    """
+    cutoff = utcnow() - timedelta(seconds=settings.reconcile_after_seconds)
+    async with sessions() as session:
+        stale = await PaymentRepository(session).awaiting_webhook(
+            since_before=cutoff, limit=settings.reconcile_batch
+        )
+    settled = 0
+    for payment in stale:
+        charge_id = payment.provider_reference
+        if charge_id is None:  # pragma: no cover - the query selects payments with one
+            continue
+        try:
+            charge = await provider.lookup_charge(charge_id)
+        except (ProviderUnavailable, CircuitOpenError) as error:
+            log.warning("payment.reconcile_deferred", payment_id=str(payment.id), error=str(error))
+            break  # the provider is away: the next round tries again
+        except ProviderRejected as error:
+            log.error(
+                "payment.reconcile_refused",
+                payment_id=str(payment.id),
+                charge_id=charge_id,
+                status_code=error.status_code,
+            )
+            continue
+        if charge.status == "pending":
+            continue
+        async with sessions() as session, session.begin():
+            if charge.status == "succeeded":
+                changed = await _succeed(session, outbox, payment.id, charge_id=charge_id)
+            else:
+                changed = await _fail(session, outbox, payment.id, reason=FailureReason.DECLINED)
+        if changed:
+            settled += 1
+            log.warning(
+                "payment.reconciled",
+                payment_id=str(payment.id),
+                charge_id=charge_id,
+                status=charge.status,
+                pending_since=payment.updated_at.isoformat(),
+            )
+    return settled
 
 
 # --- refunding ------------------------------------------------------------------------------

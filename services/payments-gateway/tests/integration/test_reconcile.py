@@ -1,0 +1,80 @@
+"""A charge answered pending whose webhook never comes is settled by looking it up."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from tests.integration.stack import Stack, StackFactory, an_order
+from tests.integration.test_webhooks import pending_payment
+
+# The provider settles its pending charges after 0.5 s; its webhook is switched off here.
+QUICK = {"reconcile_after_seconds": 1.0, "reconcile_interval_seconds": 0.2}
+
+
+async def charges_for(stack: Stack, order_id: object) -> list[dict[str, Any]]:
+    ledger = (await stack.provider.get("/__admin/ledger")).json()
+    return [
+        entry
+        for entry in ledger
+        if entry["type"] == "charge" and entry["metadata"].get("order_id") == str(order_id)
+    ]
+
+
+class TestReconciliation:
+    async def test_a_charge_settled_without_a_webhook_succeeds_once(
+        self, start_stack: StackFactory
+    ) -> None:
+        async with start_stack(webhooks=False, **QUICK) as stack:
+            order, payment = await pending_payment(stack)
+
+            [succeeded] = await stack.wait_for("payment.succeeded", order.order_id)
+            await asyncio.sleep(1.0)  # several more rounds: nothing more happens
+
+            assert str(succeeded.payment_id) == payment["id"]
+            assert succeeded.provider_reference == payment["provider_reference"]
+            assert len(await stack.published("payment.succeeded", order.order_id)) == 1
+            assert (await stack.payment_of(order))["status"] == "succeeded"
+            assert len(await charges_for(stack, order.order_id)) == 1
+
+    async def test_a_charge_that_failed_at_the_provider_fails_the_payment(
+        self, start_stack: StackFactory
+    ) -> None:
+        async with start_stack(webhooks=False, **QUICK) as stack:
+            order = an_order(card="tok_pending_fail")
+            await stack.publish(order)
+
+            [failed] = await stack.wait_for("payment.failed", order.order_id)
+
+            assert failed.reason == "declined"
+            assert (await stack.payment_of(order))["status"] == "failed"
+
+    async def test_a_pending_charge_is_not_looked_up_before_its_webhook_had_time(
+        self, start_stack: StackFactory
+    ) -> None:
+        async with start_stack(
+            webhooks=False, reconcile_after_seconds=60, reconcile_interval_seconds=0.2
+        ) as stack:
+            order, _ = await pending_payment(stack)
+            await asyncio.sleep(1.5)  # the provider settled it at 0.5 s; no webhook came
+
+            assert (await stack.payment_of(order))["status"] == "pending"
+            assert await stack.published("payment.succeeded", order.order_id) == []
+
+    async def test_a_webhook_and_the_lookup_settle_it_once_between_them(
+        self, start_stack: StackFactory
+    ) -> None:
+        # Webhooks on and the lookup due as soon as the provider settles: both race.
+        async with start_stack(
+            reconcile_after_seconds=0.4, reconcile_interval_seconds=0.05
+        ) as stack:
+            orders = [an_order(card="tok_pending") for _ in range(10)]
+            for order in orders:
+                await stack.publish(order)
+            for order in orders:
+                await stack.wait_for("payment.succeeded", order.order_id)
+            await asyncio.sleep(1.0)
+
+            for order in orders:
+                assert len(await stack.published("payment.succeeded", order.order_id)) == 1
+                assert len(await charges_for(stack, order.order_id)) == 1
