@@ -56,6 +56,9 @@ class Settings(ServiceSettings):
     # Shared with the provider; signs its webhook deliveries.
     webhook_secret: SecretStr = SecretStr("whsec_dev_only")
     webhook_tolerance_seconds: int = Field(default=300, ge=1)
+    # Applied delivery ids are kept this long to refuse replays, then deleted (a redelivery
+    # after that is still applied at most once: settling a payment is a guarded update).
+    webhook_retention_days: int = Field(default=7, ge=1)
 
     # Each in-flight payment holds two connections (the consumer's transaction and the short
     # one that records the payment before the provider call), so this bounds the pool use.

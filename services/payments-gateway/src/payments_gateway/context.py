@@ -10,7 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from payments_gateway.config import Settings
 from payments_gateway.provider import BREAKER_NAME, ProviderClient
-from payments_gateway.service import reconcile_pending_charges
+from payments_gateway.service import purge_webhook_events, reconcile_pending_charges
 from servicekit import tracecontext
 from servicekit.breaker import State
 from servicekit.logging import get_logger
@@ -62,7 +62,8 @@ class PaymentsContext:
         log.info("provider.client_opened", provider_url=s.provider_url)
 
     async def _reconcile_forever(self) -> None:
-        """Every reconcile_interval_seconds, settle pending charges whose webhook did not come."""
+        """Every reconcile_interval_seconds: settle pending charges whose webhook did not come,
+        and forget applied webhook ids past their retention."""
         while True:
             await asyncio.sleep(self.settings.reconcile_interval_seconds)
             try:
@@ -72,6 +73,7 @@ class PaymentsContext:
                     provider=self.provider,
                     settings=self.settings,
                 )
+                await purge_webhook_events(sessions=self.runtime.sessions, settings=self.settings)
             except Exception:  # the next round tries again; a crash would end reconciling
                 log.exception("payment.reconcile_failed")
 

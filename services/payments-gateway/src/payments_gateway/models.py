@@ -81,4 +81,4 @@ class ProviderWebhookEvent(Base):
     id: Mapped[str] = mapped_column(String(255), primary_key=True)
     event_type: Mapped[str] = mapped_column(String(100))
     payment_id: Mapped[uuid.UUID] = mapped_column(Uuid, index=True)
-    received_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    received_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)

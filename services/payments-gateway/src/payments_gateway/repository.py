@@ -7,7 +7,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import and_, or_, select, update
+from sqlalchemy import and_, delete, or_, select, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -163,3 +163,12 @@ class WebhookEventRepository:
             .returning(ProviderWebhookEvent.id)
         )
         return (await self.session.execute(stmt)).first() is not None
+
+    async def purge(self, *, received_before: datetime) -> int:
+        """Forget deliveries received before ``received_before``; how many were deleted."""
+        result = await self.session.execute(
+            delete(ProviderWebhookEvent)
+            .where(ProviderWebhookEvent.received_at < received_before)
+            .returning(ProviderWebhookEvent.id)
+        )
+        return len(result.all())

@@ -1,12 +1,20 @@
-"""A charge answered pending whose webhook never comes is settled by looking it up."""
+"""Housekeeping of pending charges and webhooks: lookups when a webhook never comes, and
+the retention of applied webhook ids."""
 
 from __future__ import annotations
 
 import asyncio
+import uuid
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from sqlalchemy import select, update
+
+from payments_gateway.models import ProviderWebhookEvent
+from payments_gateway.service import purge_webhook_events
+from servicekit.db import create_engine, session_factory
 from tests.integration.stack import Stack, StackFactory, an_order
-from tests.integration.test_webhooks import pending_payment
+from tests.integration.test_webhooks import charge_event, deliver, pending_payment
 
 # The provider settles its pending charges after 0.5 s; its webhook is switched off here.
 QUICK = {"reconcile_after_seconds": 1.0, "reconcile_interval_seconds": 0.2}
@@ -78,3 +86,35 @@ class TestReconciliation:
             for order in orders:
                 assert len(await stack.published("payment.succeeded", order.order_id)) == 1
                 assert len(await charges_for(stack, order.order_id)) == 1
+
+
+class TestWebhookRetention:
+    async def test_applied_ids_past_their_retention_are_deleted_and_recent_ones_kept(
+        self, start_stack: StackFactory
+    ) -> None:
+        async with start_stack(webhooks=False) as stack:
+            old_order, old_payment = await pending_payment(stack)
+            new_order, new_payment = await pending_payment(stack)
+            for order, payment in ((old_order, old_payment), (new_order, new_payment)):
+                response = await deliver(stack, charge_event(order, payment))
+                assert response.status_code == 200, response.text
+            engine = create_engine(stack.settings.database_url, pool_size=1, max_overflow=0)
+            sessions = session_factory(engine)
+            try:
+                async with sessions() as session, session.begin():
+                    await session.execute(
+                        update(ProviderWebhookEvent)
+                        .where(ProviderWebhookEvent.payment_id == uuid.UUID(old_payment["id"]))
+                        .values(received_at=datetime.now(UTC) - timedelta(days=8))
+                    )
+
+                purged = await purge_webhook_events(sessions=sessions, settings=stack.settings)
+
+                async with sessions() as session:
+                    kept = list(await session.scalars(select(ProviderWebhookEvent.payment_id)))
+            finally:
+                await engine.dispose()
+
+            assert purged == 1
+            assert uuid.UUID(old_payment["id"]) not in kept
+            assert uuid.UUID(new_payment["id"]) in kept
