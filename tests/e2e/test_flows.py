@@ -6,12 +6,13 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import httpx
 import pytest
+
+from servicekit.testing.waiting import eventually
 
 from .conftest import System
 
@@ -28,15 +29,6 @@ class User:
     @property
     def auth(self) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.access_token}"}
-
-
-def eventually(check: Callable[[], Any], timeout: float = 10.0, interval: float = 0.1) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value or time.monotonic() > deadline:
-            return value
-        time.sleep(interval)
 
 
 @pytest.fixture

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import json
-import time
 import uuid
 
 import httpx
 import pytest
+
+from servicekit.testing.waiting import eventually
 
 from .conftest import SERVICES, System
 
@@ -51,9 +52,7 @@ class TestGateway:
             ]
 
         # The access line is written once the response has gone out: it may trail it a little.
-        deadline = time.monotonic() + 5
-        while not (lines := access_lines()) and time.monotonic() < deadline:
-            time.sleep(0.05)
+        lines = eventually(access_lines, timeout=5)
         assert any(
             line.get("request_id") == request_id and line.get("event") == "http.request"
             for line in lines

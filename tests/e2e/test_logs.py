@@ -4,15 +4,15 @@ followed by one correlation id and one trace id, and no secret is ever written o
 from __future__ import annotations
 
 import json
-import time
 import uuid
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+
+from servicekit.testing.waiting import eventually
 
 from .conftest import System
 
@@ -36,15 +36,6 @@ class Session:
     order_id: str
     correlation_id: str
     secrets: dict[str, str]
-
-
-def eventually(check: Callable[[], Any], timeout: float = 15.0, interval: float = 0.2) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value or time.monotonic() > deadline:
-            return value
-        time.sleep(interval)
 
 
 def log_files(system: System) -> list[Path]:

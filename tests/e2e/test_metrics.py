@@ -3,15 +3,15 @@ declared families."""
 
 from __future__ import annotations
 
-import time
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any
 
 import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
+
+from servicekit.testing.waiting import eventually
 
 from .conftest import SERVICES, System
 
@@ -25,15 +25,6 @@ class Sample:
     name: str
     labels: Labels
     value: float
-
-
-def eventually(check: Callable[[], Any], timeout: float = 15.0, interval: float = 0.2) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value or time.monotonic() > deadline:
-            return value
-        time.sleep(interval)
 
 
 def scrape(system: System, service: str) -> list[Sample]:

@@ -4,18 +4,16 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import time
 import uuid
-from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any
 
 import httpx
 
+from servicekit.testing.waiting import eventually
+
 PASSWORD = "correct horse battery staple 42"
 WEBHOOK_SIGNATURE_HEADER = "Provider-Signature"
-
-T = TypeVar("T")
 
 
 @dataclass
@@ -31,16 +29,6 @@ class User:
     @property
     def auth(self) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.access_token}"}
-
-
-def eventually(check: Callable[[], T], timeout: float = 10.0, interval: float = 0.1) -> T:
-    """Call ``check`` until it returns something truthy or ``timeout`` runs out; return that."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value or time.monotonic() > deadline:
-            return value
-        time.sleep(interval)
 
 
 def new_email(tag: str = "sec") -> str:

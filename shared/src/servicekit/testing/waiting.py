@@ -1,0 +1,19 @@
+"""Waiting for something a system does on its own time (a log line, a metric, an email)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import TypeVar
+
+T = TypeVar("T")
+
+
+def eventually(check: Callable[[], T], timeout: float = 15.0, interval: float = 0.1) -> T:
+    """Call ``check`` until it returns something truthy or ``timeout`` runs out; return that."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if value or time.monotonic() > deadline:
+            return value
+        time.sleep(interval)
