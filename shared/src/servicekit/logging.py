@@ -164,7 +164,7 @@ class _LineLogger:
     def msg(self, message: str) -> None:
         handler = self._handler
         try:
-            with handler.lock or _NO_LOCK:
+            with handler.lock or contextlib.nullcontext():
                 handler.stream.write(message + "\n")
                 handler.stream.flush()
         except Exception as exc:  # as stdlib handlers do: a log line never raises
@@ -172,17 +172,6 @@ class _LineLogger:
                 print(f"--- log line not written ({exc!r}): {message}", file=sys.__stderr__)
 
     log = debug = info = warn = warning = error = err = critical = exception = fatal = msg
-
-
-class _NoLock:
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, *_: object) -> None:
-        return None
-
-
-_NO_LOCK = _NoLock()
 
 
 def configure_logging(
