@@ -250,6 +250,8 @@ class TestBreakerCacheThrottle:
         )
         results = {s.labels["result"] for s in matching(users, "cache_requests_total")}
         assert results == {"hit", "miss", "error"}
+        # Redis is up the whole time: no read fell back to the database.
+        assert total(users, "cache_requests_total", service="users", result="error") == 0
 
     def test_a_throttled_login_is_counted_and_both_scopes_are_exported(
         self, used: dict[str, list[Sample]]

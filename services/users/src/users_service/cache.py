@@ -39,6 +39,7 @@ from redis.exceptions import RedisError
 from servicekit.breaker import CircuitBreaker, CircuitOpenError
 from servicekit.logging import get_logger
 from servicekit.metrics import breaker_observer
+from servicekit.redismux import MultiplexedRedis
 from users_service.metrics import (
     CACHE_DEGRADED,
     CACHE_FILLS,
@@ -117,8 +118,11 @@ class UserCache:
         wait_ms: int = 1000,
         poll_ms: int = 15,
         breaker: CircuitBreaker | None = None,
+        reads: MultiplexedRedis | None = None,
     ) -> None:
         self.redis = redis
+        # Where every request's lookup goes (one pipelined connection); the rest is rarer.
+        self.reads = reads
         self.ttl_ms = ttl_seconds * 1000
         self.lock_ms = lock_ms
         self.wait_seconds = wait_ms / 1000
@@ -143,9 +147,7 @@ class UserCache:
         """The profile from Redis, else from ``load`` (shared by concurrent misses), then cached."""
         keys = CacheKeys.of(user_id)
         try:
-            cached, generation = await self._call(
-                "read", lambda: self.redis.mget(keys.value, keys.generation)
-            )
+            cached, generation = await self._call("read", lambda: self._lookup(keys))
         except _RedisUnusableError:
             count_lookup("bypass")
             return await self._single_flight(user_id, _UNKNOWN_GENERATION, load, join_any=True)
@@ -157,6 +159,14 @@ class UserCache:
         count_lookup("miss")
         seen = generation.decode() if isinstance(generation, bytes) else (generation or "")
         return await self._single_flight(user_id, seen, load)
+
+    async def _lookup(self, keys: CacheKeys) -> list[bytes | None]:
+        if self.reads is not None:
+            found: list[bytes | None] = await self.reads.execute(
+                "MGET", keys.value, keys.generation
+            )
+            return found
+        return await self.redis.mget(keys.value, keys.generation)
 
     async def invalidate(self, user_ids: Iterable[uuid.UUID]) -> None:
         """Evict profiles whose rows changed; call only after the change committed."""

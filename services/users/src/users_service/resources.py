@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 
 from redis.asyncio import BlockingConnectionPool, Redis
 
+from servicekit.redismux import MultiplexedRedis
 from servicekit.runtime import ServiceRuntime
 from users_service.cache import UserCache
 from users_service.config import Settings
@@ -18,6 +19,7 @@ class UsersResources:
 
     settings: Settings
     redis: Redis = field(init=False)
+    reads: MultiplexedRedis = field(init=False)
     cache: UserCache = field(init=False)
     reader: CachedUserReader = field(init=False)
 
@@ -34,8 +36,12 @@ class UsersResources:
             health_check_interval=30,
         )
         self.redis = Redis.from_pool(pool)
+        self.reads = MultiplexedRedis(
+            self.settings.redis_url, timeout=timeout, connect_timeout=timeout
+        )
         self.cache = UserCache(
             self.redis,
+            reads=self.reads,
             ttl_seconds=self.settings.cache_ttl_seconds,
             lock_ms=self.settings.cache_lock_ms,
             wait_ms=self.settings.cache_wait_ms,
@@ -47,4 +53,5 @@ class UsersResources:
     async def close(self, runtime: ServiceRuntime) -> None:
         """Stop the cache's background work and close its connections (on_stop hook)."""
         await self.cache.close()
+        await self.reads.aclose()
         await self.redis.aclose()
