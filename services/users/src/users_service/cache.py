@@ -88,6 +88,23 @@ return stored
 """
 
 
+@dataclass(frozen=True, slots=True)
+class CachedProfile:
+    """A profile's read model and its JSON: what Redis holds, byte for byte what clients get.
+
+    A hit answers with the bytes Redis returned (validated, not re-serialized): rendering the
+    model again cost about a twentieth of a cached read.
+    """
+
+    user: UserRead
+    json: bytes
+
+    @classmethod
+    def of(cls, user: UserRead) -> CachedProfile:
+        """Render a read model."""
+        return cls(user, user.model_dump_json().encode())
+
+
 class _RedisUnusableError(Exception):
     """Redis could not be used for this operation; fall back to the database."""
 
@@ -139,11 +156,11 @@ class UserCache:
         self.before_fill: FillHook | None = None
         self._acquire = redis.register_script(_ACQUIRE)
         self._fill = redis.register_script(_FILL)
-        self._flights: dict[tuple[uuid.UUID, str], asyncio.Task[UserRead | None]] = {}
+        self._flights: dict[tuple[uuid.UUID, str], asyncio.Task[CachedProfile | None]] = {}
         self._background: set[asyncio.Task[None]] = set()
         expose_cache_metrics()
 
-    async def get(self, user_id: uuid.UUID, load: Loader) -> UserRead | None:
+    async def get(self, user_id: uuid.UUID, load: Loader) -> CachedProfile | None:
         """The profile from Redis, else from ``load`` (shared by concurrent misses), then cached."""
         keys = CacheKeys.of(user_id)
         try:
@@ -152,10 +169,10 @@ class UserCache:
             count_lookup("bypass")
             return await self._single_flight(user_id, _UNKNOWN_GENERATION, load, join_any=True)
         if cached is not None:
-            user = await self._parse(keys, cached)
-            if user is not None:
+            profile = await self._parse(keys, cached)
+            if profile is not None:
                 count_lookup("hit")
-                return user
+                return profile
         count_lookup("miss")
         seen = generation.decode() if isinstance(generation, bytes) else (generation or "")
         return await self._single_flight(user_id, seen, load)
@@ -197,7 +214,7 @@ class UserCache:
 
     async def _single_flight(
         self, user_id: uuid.UUID, generation: str, load: Loader, *, join_any: bool = False
-    ) -> UserRead | None:
+    ) -> CachedProfile | None:
         flight = (user_id, generation)
         task = self._flights.get(flight)
         if task is None and join_any:
@@ -213,13 +230,17 @@ class UserCache:
         # Shielded: a caller that goes away must not cancel the load the others wait for.
         return await asyncio.shield(task)
 
-    def _landed(self, flight: tuple[uuid.UUID, str], task: asyncio.Task[UserRead | None]) -> None:
+    def _landed(
+        self, flight: tuple[uuid.UUID, str], task: asyncio.Task[CachedProfile | None]
+    ) -> None:
         if self._flights.get(flight) is task:
             del self._flights[flight]
         if not task.cancelled():
             task.exception()  # retrieved here so an unobserved failure is not reported twice
 
-    async def _load(self, user_id: uuid.UUID, generation: str, load: Loader) -> UserRead | None:
+    async def _load(
+        self, user_id: uuid.UUID, generation: str, load: Loader
+    ) -> CachedProfile | None:
         if generation == _UNKNOWN_GENERATION:
             return await self._read_database(user_id, load)
         keys = CacheKeys.of(user_id)
@@ -247,12 +268,12 @@ class UserCache:
                 log.info("cache.lock_wait_expired", user_id=str(user_id))
                 break
             await asyncio.sleep(self.poll_seconds)
-        user = await self._read_database(user_id, load)
+        profile = await self._read_database(user_id, load)
         if self.before_fill is not None:
             await self.before_fill(user_id)
-        if user is None and not holds_lock:
+        if profile is None and not holds_lock:
             return None
-        payload = user.model_dump_json() if user is not None else ""
+        payload = profile.json if profile is not None else b""
         ttl_ms = self.ttl_ms + random.randint(0, self.ttl_ms // 10)  # noqa: S311 - jitter only
         try:
             stored = await self._call(
@@ -263,20 +284,22 @@ class UserCache:
                 ),
             )
         except _RedisUnusableError:
-            return user
-        if user is not None:
+            return profile
+        if profile is not None:
             CACHE_FILLS.labels("stored" if stored == 1 else "refused_stale").inc()
             if stored != 1:
                 log.info("cache.stale_fill_refused", user_id=str(user_id))
-        return user
+        return profile
 
-    async def _read_database(self, user_id: uuid.UUID, load: Loader) -> UserRead | None:
+    async def _read_database(self, user_id: uuid.UUID, load: Loader) -> CachedProfile | None:
         PROFILE_DB_READS.inc()
-        return await load(user_id)
+        user = await load(user_id)
+        return CachedProfile.of(user) if user is not None else None
 
-    async def _parse(self, keys: CacheKeys, raw: bytes | str) -> UserRead | None:
+    async def _parse(self, keys: CacheKeys, raw: bytes | str) -> CachedProfile | None:
+        data = raw.encode() if isinstance(raw, str) else raw
         try:
-            return UserRead.model_validate_json(raw)
+            return CachedProfile(UserRead.model_validate_json(data), data)
         except ValidationError:
             # Written by an incompatible version of this service: drop it and read afresh.
             log.warning("cache.unreadable_entry", key=keys.value)

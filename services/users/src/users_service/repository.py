@@ -9,7 +9,7 @@ from sqlalchemy import exists, select, tuple_
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from users_service.cache import UserCache
+from users_service.cache import CachedProfile, UserCache
 from users_service.models import DeletedUser, User
 from users_service.pagination import Position
 from users_service.schemas import UserRead
@@ -96,10 +96,11 @@ class CachedUserReader:
         self.sessions = sessions
         self.use_cache = use_cache
 
-    async def get(self, user_id: uuid.UUID) -> UserRead | None:
-        """The read model of a profile, or None when there is none."""
+    async def get(self, user_id: uuid.UUID) -> CachedProfile | None:
+        """The read model of a profile (and its JSON), or None when there is none."""
         if not self.use_cache:
-            return await self._from_database(user_id)
+            user = await self._from_database(user_id)
+            return CachedProfile.of(user) if user is not None else None
         return await self.cache.get(user_id, self._from_database)
 
     async def _from_database(self, user_id: uuid.UUID) -> UserRead | None:

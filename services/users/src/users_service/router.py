@@ -10,6 +10,7 @@ from fastapi import APIRouter, Query, Response, status
 from servicekit.deps import PrincipalDep, RuntimeDep, SessionDep
 from servicekit.errors import error_responses
 from users_service import service
+from users_service.cache import CachedProfile
 from users_service.dependencies import ReaderDep, WriteUnitDep
 from users_service.pagination import MAX_CURSOR_LENGTH
 from users_service.schemas import UserPage, UserRead, UserUpdate
@@ -19,10 +20,20 @@ router = APIRouter(prefix="/users", tags=["users"])
 _NO_PROFILE = {404: "No such profile (or not one the caller may see)."}
 
 
-@router.get("/me", responses=error_responses(401, 404, 503, descriptions=_NO_PROFILE))
-async def read_me(principal: PrincipalDep, reader: ReaderDep) -> UserRead:
+def _as_json(profile: CachedProfile) -> Response:
+    # The JSON the cache already holds: FastAPI would validate and render the model again.
+    return Response(profile.json, media_type="application/json")
+
+
+@router.get(
+    "/me",
+    response_model=UserRead,
+    responses=error_responses(401, 404, 503, descriptions=_NO_PROFILE),
+)
+async def read_me(principal: PrincipalDep, reader: ReaderDep) -> Response:
     """The caller's profile (404 until the registration has been processed)."""
-    return await service.get_own_profile(reader=reader, user_id=principal.user_id)
+    profile = await service.get_own_profile(reader=reader, user_id=principal.user_id)
+    return _as_json(profile)
 
 
 @router.patch(
@@ -63,10 +74,15 @@ async def delete_me(principal: PrincipalDep, unit: WriteUnitDep, runtime: Runtim
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
-@router.get("/{user_id}", responses=error_responses(401, 404, 422, 503, descriptions=_NO_PROFILE))
-async def read_user(user_id: uuid.UUID, principal: PrincipalDep, reader: ReaderDep) -> UserRead:
+@router.get(
+    "/{user_id}",
+    response_model=UserRead,
+    responses=error_responses(401, 404, 422, 503, descriptions=_NO_PROFILE),
+)
+async def read_user(user_id: uuid.UUID, principal: PrincipalDep, reader: ReaderDep) -> Response:
     """A profile by id: the caller's own, or any for an admin."""
-    return await service.get_user(reader=reader, principal=principal, user_id=user_id)
+    profile = await service.get_user(reader=reader, principal=principal, user_id=user_id)
+    return _as_json(profile)
 
 
 @router.get(

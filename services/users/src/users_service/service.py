@@ -11,7 +11,7 @@ from servicekit.events import UserDeleted, UserRegistered, UserUpdated
 from servicekit.logging import get_logger
 from servicekit.outbox import Outbox
 from servicekit.security import Principal
-from users_service.cache import PendingInvalidations
+from users_service.cache import CachedProfile, PendingInvalidations
 from users_service.errors import AdminOnly, ProfileNotFound, UserNotFound
 from users_service.models import EMAIL_MAX, NAME_MAX
 from users_service.pagination import Position, decode_cursor, encode_cursor
@@ -43,24 +43,24 @@ async def create_profile(*, session: AsyncSession, data: UserRegistered) -> bool
     return created
 
 
-async def get_own_profile(*, reader: CachedUserReader, user_id: uuid.UUID) -> UserRead:
+async def get_own_profile(*, reader: CachedUserReader, user_id: uuid.UUID) -> CachedProfile:
     """The caller's own profile."""
-    user = await reader.get(user_id)
-    if user is None:
+    profile = await reader.get(user_id)
+    if profile is None:
         raise ProfileNotFound()
-    return user
+    return profile
 
 
 async def get_user(
     *, reader: CachedUserReader, principal: Principal, user_id: uuid.UUID
-) -> UserRead:
+) -> CachedProfile:
     """A profile the caller may see: their own, or any for an admin (else 404, never 403)."""
     if user_id != principal.user_id and not principal.is_admin:
         raise UserNotFound()
-    user = await reader.get(user_id)
-    if user is None:
+    profile = await reader.get(user_id)
+    if profile is None:
         raise UserNotFound()
-    return user
+    return profile
 
 
 async def list_users(

@@ -71,6 +71,38 @@ class TestCacheEntries:
         assert 'users_cache_lookups_total{result="hit"}' in metrics
         assert "users_profile_db_reads_total" in metrics
 
+    async def test_a_hit_answers_the_same_json_as_the_miss_that_filled_it(
+        self,
+        settings: Settings,
+        app_factory: Callable[[Settings], FastAPI],
+        token_minter: TokenMinter,
+    ) -> None:
+        app = app_factory(settings)
+        async with running(app) as client:
+            user_id = await create_profile(app, name="Zoë Ölçer")
+            headers = token_minter.headers(user_id)
+            misses = [await client.get("/users/me", headers=headers)]
+            hits = [
+                await client.get("/users/me", headers=headers),
+                await client.get(f"/users/{user_id}", headers=headers),
+            ]
+            schema = (await client.get("/users/openapi.json")).json()
+            metrics = (await client.get("/metrics")).text
+
+        assert 'users_cache_lookups_total{result="hit"} 2.0' in metrics
+        assert 'users_cache_lookups_total{result="miss"} 1.0' in metrics
+        for response in misses + hits:
+            assert response.status_code == 200
+            assert response.headers["content-type"] == "application/json"
+            assert response.content == misses[0].content
+            assert int(response.headers["content-length"]) == len(misses[0].content)
+        body = misses[0].json()
+        assert body["name"] == "Zoë Ölçer"
+        assert body["created_at"].endswith("Z")
+        for path in ("/users/me", "/users/{user_id}"):
+            ok = schema["paths"][path]["get"]["responses"]["200"]["content"]["application/json"]
+            assert ok["schema"] == {"$ref": "#/components/schemas/UserRead"}
+
 
 class TestStampede:
     async def test_fifty_concurrent_reads_of_a_cold_key_query_the_database_once(

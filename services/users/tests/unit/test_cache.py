@@ -63,7 +63,7 @@ class TestUserCacheWithoutRedis:
         results = await asyncio.gather(*readers)
 
         assert database.calls == 1
-        assert {r.name for r in results if r is not None} == {"Ada"}
+        assert {r.user.name for r in results if r is not None} == {"Ada"}
 
     async def test_reads_after_an_invalidation_do_not_join_an_older_read(
         self, cache: UserCache
@@ -79,7 +79,7 @@ class TestUserCacheWithoutRedis:
         old.release.set()
 
         assert after is not None
-        assert after.name == "New"
+        assert after.user.name == "New"
         assert (await before) is not None
         assert (old.calls, new.calls) == (1, 1)
 
