@@ -5,13 +5,13 @@ from __future__ import annotations
 import uuid
 from typing import Annotated
 
-from fastapi import APIRouter, Query, Response, status
+from fastapi import APIRouter, Query, Request, Response, status
 
 from servicekit.deps import PrincipalDep, RuntimeDep, SessionDep
 from servicekit.errors import error_responses
 from users_service import service
 from users_service.cache import CachedProfile
-from users_service.dependencies import ReaderDep, WriteUnitDep
+from users_service.dependencies import WriteUnitDep, reader_of
 from users_service.pagination import MAX_CURSOR_LENGTH
 from users_service.schemas import UserPage, UserRead, UserUpdate
 
@@ -30,9 +30,9 @@ def _as_json(profile: CachedProfile) -> Response:
     response_model=UserRead,
     responses=error_responses(401, 404, 503, descriptions=_NO_PROFILE),
 )
-async def read_me(principal: PrincipalDep, reader: ReaderDep) -> Response:
+async def read_me(principal: PrincipalDep, request: Request) -> Response:
     """The caller's profile (404 until the registration has been processed)."""
-    profile = await service.get_own_profile(reader=reader, user_id=principal.user_id)
+    profile = await service.get_own_profile(reader=reader_of(request), user_id=principal.user_id)
     return _as_json(profile)
 
 
@@ -79,9 +79,11 @@ async def delete_me(principal: PrincipalDep, unit: WriteUnitDep, runtime: Runtim
     response_model=UserRead,
     responses=error_responses(401, 404, 422, 503, descriptions=_NO_PROFILE),
 )
-async def read_user(user_id: uuid.UUID, principal: PrincipalDep, reader: ReaderDep) -> Response:
+async def read_user(user_id: uuid.UUID, principal: PrincipalDep, request: Request) -> Response:
     """A profile by id: the caller's own, or any for an admin."""
-    profile = await service.get_user(reader=reader, principal=principal, user_id=user_id)
+    profile = await service.get_user(
+        reader=reader_of(request), principal=principal, user_id=user_id
+    )
     return _as_json(profile)
 
 
