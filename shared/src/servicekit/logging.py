@@ -14,6 +14,7 @@ import functools
 import logging
 import sys
 from collections.abc import Iterator, Mapping
+from datetime import UTC, datetime
 from typing import Any, TextIO
 
 import orjson
@@ -51,6 +52,8 @@ _MAX_DEPTH = 4
 
 _HANDLER_MARK = "_servicekit_handler"
 _service_name: str | None = None
+# Where HotLine writes directly: set by configure_logging for JSON output at INFO or below.
+_hot_output: _LineLogger | None = None
 
 
 @functools.lru_cache(maxsize=4096)
@@ -224,6 +227,11 @@ def configure_logging(
     def logger_factory(*args: Any) -> _LineLogger:
         return _LineLogger(handler, args[0] if args and isinstance(args[0], str) else None)
 
+    global _hot_output
+    _hot_output = (
+        _LineLogger(handler, None) if json and root.getEffectiveLevel() <= logging.INFO else None
+    )
+
     structlog.configure(
         processors=[*_shared_processors(foreign=False), *rendering],
         context_class=dict,
@@ -237,8 +245,9 @@ def configure_logging(
 
 def reset_logging() -> None:
     """Undo configure_logging: remove its handler and restore structlog's defaults."""
-    global _service_name
+    global _service_name, _hot_output
     _service_name = None
+    _hot_output = None
     _remove_handlers()
     structlog.reset_defaults()
 
@@ -256,6 +265,49 @@ def get_logger(name: str | None = None) -> FilteringBoundLogger:
         structlog.get_logger(name) if name is not None else structlog.get_logger()
     )
     return logger
+
+
+class HotLine:
+    """An INFO line written on every request, without structlog's per-line machinery.
+
+    ``write(context, **fields)`` renders what a structlog ``info(event, **fields)`` inside
+    ``bind_context(**context)`` would: the same keys (fields, event, context, trace id, level,
+    logger, timestamp, service), values and format. It skips what costs and changes nothing for
+    a line whose keys the code fixes: copying every context variable, the processor dispatch,
+    redacting public keys. That was about 30 µs of a 210 µs cached read. Lines that are not
+    JSON, INFO filtered out, and lines captured by ``captured_lines`` go through structlog.
+    """
+
+    def __init__(self, logger: str, event: str) -> None:
+        self.logger = logger
+        self.event = event
+        self._structlog: FilteringBoundLogger | None = None
+        self._configured_for: object = None
+
+    def write(self, context: Mapping[str, str], **fields: Any) -> None:
+        """Log one line; ``context`` is what the caller has bound (request and correlation ids)."""
+        output = _hot_output
+        if output is None or _taps or any(is_secret_key(key) for key in fields):
+            self._fallback().info(self.event, **fields)
+            return
+        line: dict[str, Any] = {**fields, "event": self.event, **context}
+        span = trace.get_current_span().get_span_context()
+        if span.is_valid:
+            line["trace_id"] = format(span.trace_id, "032x")
+        line["level"] = "info"
+        line["logger"] = self.logger
+        line["timestamp"] = datetime.now(tz=UTC).isoformat().replace("+00:00", "Z")
+        if _service_name is not None:
+            line["service"] = _service_name
+        output.msg(_json_dumps(line))
+
+    def _fallback(self) -> FilteringBoundLogger:
+        # Bound once per configuration: an unbound logger re-resolves it on every line.
+        configured = structlog.get_config()["logger_factory"]
+        if self._structlog is None or self._configured_for is not configured:
+            self._structlog = structlog.get_logger(self.logger).bind()
+            self._configured_for = configured
+        return self._structlog
 
 
 def bind_context(**values: Any) -> None:

@@ -40,7 +40,7 @@ from servicekit.health import (
     health_router,
     redis_check,
 )
-from servicekit.logging import configure_logging
+from servicekit.logging import HotLine, configure_logging
 from servicekit.metrics import (
     CONSUMERS_ACTIVE,
     EVENTS_PUBLISHED,
@@ -310,14 +310,13 @@ async def _database_unavailable(request: Request, exc: Exception) -> JSONRespons
 
 def access_observer(service: str) -> ResponseObserver:
     """One log line and the HTTP metrics per answered request (run inside its log context)."""
-    # Bound now, after create_service_app configured logging: a lazy module-level logger
-    # re-resolves structlog's configuration on every line, and this one writes a line a request.
-    access_log = structlog.get_logger("http").bind()
+    access_log = HotLine("http", "http.request")
 
     def observe(scope: Scope, status: int, seconds: float) -> None:
         observe_http(service, scope["method"], scope, status, seconds)
-        access_log.info(
-            "http.request",
+        state = scope["state"]
+        access_log.write(
+            {"request_id": state["request_id"], "correlation_id": state["correlation_id"]},
             method=scope["method"],
             path=scope["path"],
             status=status,

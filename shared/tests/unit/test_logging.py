@@ -7,12 +7,14 @@ import json
 import logging
 import re
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
+from opentelemetry import trace
 
 from servicekit.logging import (
     REDACTED,
+    HotLine,
     bind_context,
     captured_lines,
     clear_context,
@@ -204,3 +206,66 @@ class TestBrokenStream:
             logging.getLogger("lib").warning("stdlib too")
         finally:
             reset_logging()
+
+
+class TestHotLine:
+    """The per-request line written without structlog reads exactly like a structlog line."""
+
+    CONTEXT: ClassVar[dict[str, str]] = {"request_id": "r" * 32, "correlation_id": "c" * 32}
+    FIELDS: ClassVar[dict[str, Any]] = {"method": "GET", "path": "/x", "status": 200, "ms": 1.25}
+
+    def test_it_writes_what_structlog_writes_for_the_same_event(self, stream: io.StringIO) -> None:
+        parent = trace.NonRecordingSpan(
+            trace.SpanContext(trace_id=0xABC, span_id=0xDEF, is_remote=False)
+        )
+        with trace.use_span(parent):
+            bind_context(**self.CONTEXT)
+            get_logger("http").info("http.request", **self.FIELDS)
+            clear_context()
+            HotLine("http", "http.request").write(self.CONTEXT, **self.FIELDS)
+
+        via_structlog, hot = lines_of(stream)
+        assert ISO_UTC.fullmatch(hot.pop("timestamp"))
+        via_structlog.pop("timestamp")
+        assert hot == via_structlog
+        assert hot["trace_id"] == f"{0xABC:032x}"
+        # Fields first, as structlog orders them; the context's own order is not defined.
+        assert list(hot)[:5] == [*self.FIELDS, "event"]
+
+    def test_without_a_span_there_is_no_trace_id(self, stream: io.StringIO) -> None:
+        HotLine("http", "http.request").write(self.CONTEXT, **self.FIELDS)
+
+        [line] = lines_of(stream)
+        assert "trace_id" not in line
+        assert line["request_id"] == "r" * 32
+
+    def test_captured_lines_see_it(self, stream: io.StringIO) -> None:
+        with captured_lines() as lines:
+            bind_context(**self.CONTEXT)
+            HotLine("http", "http.request").write(self.CONTEXT, **self.FIELDS)
+
+        [line] = [line for line in lines if line["event"] == "http.request"]
+        assert line["path"] == "/x"
+        assert line["request_id"] == "r" * 32
+        assert lines_of(stream)[0]["path"] == "/x"
+
+    def test_a_secret_looking_field_is_still_redacted(self, stream: io.StringIO) -> None:
+        HotLine("http", "http.request").write(self.CONTEXT, path="/x", api_key="k-123")
+
+        [line] = lines_of(stream)
+        assert line["api_key"] == REDACTED
+        assert "k-123" not in stream.getvalue()
+
+    def test_it_follows_the_configured_level_and_format(self) -> None:
+        quiet, console = io.StringIO(), io.StringIO()
+        try:
+            configure_logging(service="users", json=True, level="WARNING", stream=quiet)
+            HotLine("http", "http.request").write(self.CONTEXT, **self.FIELDS)
+            configure_logging(service="users", json=False, level="INFO", stream=console)
+            HotLine("http", "http.request").write(self.CONTEXT, **self.FIELDS)
+        finally:
+            reset_logging()
+
+        assert quiet.getvalue() == ""
+        assert "http.request" in console.getvalue()
+        assert not console.getvalue().lstrip().startswith("{")
