@@ -55,13 +55,20 @@ def encode_command(args: tuple[Arg, ...]) -> bytes:
 
 
 class _Protocol(asyncio.Protocol):
-    """Replies parsed by hiredis, handed to the oldest waiting future."""
+    """Replies parsed by hiredis, handed to the oldest waiting future.
 
-    def __init__(self) -> None:
+    One timer per connection, not one per command: it fires at the oldest command's deadline
+    and, if that command is still unanswered, fails every waiting command and the connection.
+    """
+
+    def __init__(self, timeout: float) -> None:
         self.reader = hiredis.Reader(protocolError=InvalidResponse, replyError=ResponseError)
-        self.waiting: collections.deque[asyncio.Future[Any]] = collections.deque()
+        # (future, deadline) in the order sent, which is the order Redis answers.
+        self.waiting: collections.deque[tuple[asyncio.Future[Any], float]] = collections.deque()
         self.transport: asyncio.WriteTransport | None = None
         self.lost: BaseException | None = None
+        self.timeout = timeout
+        self._watchdog: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # uvloop's transports are not asyncio.Transport subclasses: no isinstance check.
@@ -80,8 +87,8 @@ class _Protocol(asyncio.Protocol):
             if not self.waiting:
                 self.abort(InvalidResponse("a reply nobody asked for"))
                 return
-            future = self.waiting.popleft()
-            if future.done():  # its caller timed out or went away: the reply is dropped
+            future, _ = self.waiting.popleft()
+            if future.done():  # its caller went away: the reply is dropped
                 continue
             if isinstance(reply, ResponseError):
                 future.set_exception(reply)
@@ -95,10 +102,26 @@ class _Protocol(asyncio.Protocol):
     def send(self, command: bytes) -> asyncio.Future[Any]:
         if self.lost is not None or self.transport is None or self.transport.is_closing():
             raise RedisConnectionError("Connection closed.")
-        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        self.waiting.append(future)
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Any] = loop.create_future()
+        deadline = loop.time() + self.timeout
+        self.waiting.append((future, deadline))
         self.transport.write(command)
+        if self._watchdog is None:
+            self._watchdog = loop.call_at(deadline, self._check_deadline)
         return future
+
+    def _check_deadline(self) -> None:
+        self._watchdog = None
+        if not self.waiting:
+            return
+        deadline = self.waiting[0][1]
+        loop = asyncio.get_running_loop()
+        if loop.time() >= deadline:
+            # Replies may still come, but nothing says when: fail them all, start afresh.
+            self.abort(RedisTimeoutError("Timeout reading from Redis"))
+        else:
+            self._watchdog = loop.call_at(deadline, self._check_deadline)
 
     def abort(self, exc: BaseException) -> None:
         if self.lost is None:
@@ -108,8 +131,11 @@ class _Protocol(asyncio.Protocol):
             self.transport.abort()
 
     def _fail_waiting(self, exc: BaseException) -> None:
+        if self._watchdog is not None:
+            self._watchdog.cancel()
+            self._watchdog = None
         while self.waiting:
-            future = self.waiting.popleft()
+            future, _ = self.waiting.popleft()
             if not future.done():
                 future.set_exception(_as_connection_error(exc))
 
@@ -140,14 +166,8 @@ class MultiplexedRedis:
         protocol = self._protocol
         if protocol is None or protocol.lost is not None:
             protocol = await self._connect()
-        future = protocol.send(encode_command(args))
-        try:
-            async with asyncio.timeout(self.timeout):
-                return await future
-        except TimeoutError:
-            # Replies may still come for earlier commands, but nothing says when: start afresh.
-            protocol.abort(RedisTimeoutError("Timeout reading from Redis"))
-            raise RedisTimeoutError("Timeout reading from Redis") from None
+        # The connection's watchdog fails this within ``timeout`` if Redis does not answer.
+        return await protocol.send(encode_command(args))
 
     async def aclose(self) -> None:
         """Close the connection; commands after this fail."""
@@ -181,10 +201,12 @@ class MultiplexedRedis:
         loop = asyncio.get_running_loop()
         target = self._target
         if target.path is not None:
-            _, protocol = await loop.create_unix_connection(_Protocol, target.path)
+            _, protocol = await loop.create_unix_connection(
+                lambda: _Protocol(self.timeout), target.path
+            )
         else:
             _, protocol = await loop.create_connection(
-                _Protocol, target.host, target.port, ssl=target.ssl
+                lambda: _Protocol(self.timeout), target.host, target.port, ssl=target.ssl
             )
         return protocol
 

@@ -166,6 +166,41 @@ async def test_a_silent_server_times_out_every_waiting_command() -> None:
     assert elapsed < 1.5
 
 
+async def test_slow_answers_within_the_timeout_arrive_and_a_later_silence_times_out() -> None:
+    """The one timer per connection follows the oldest unanswered command, not the first."""
+    answers = [0.15, 0.15, 0.15]  # seconds before answering each PING; then silence
+
+    async def slow(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        pending = b""
+        while answers:
+            data = await reader.read(1024)
+            if not data:
+                return
+            pending += data
+            while b"PING" in pending and answers:
+                pending = pending.split(b"PING", 1)[1]
+                delay = answers.pop(0)
+                asyncio.get_running_loop().call_later(delay, writer.write, b"+PONG\r\n")
+        await reader.read()
+        writer.close()
+
+    async with tcp_server(slow) as port:
+        mux = MultiplexedRedis(f"redis://127.0.0.1:{port}/0", timeout=0.25, connect_timeout=1)
+        try:
+            first = await asyncio.gather(*(mux.execute("PING") for _ in range(2)))
+            await asyncio.sleep(0.2)  # past the first commands' deadline
+            third = await mux.execute("PING")
+            started = asyncio.get_running_loop().time()
+            with pytest.raises(RedisTimeoutError):
+                await mux.execute("PING")
+            waited = asyncio.get_running_loop().time() - started
+        finally:
+            await mux.aclose()
+    assert first == [b"PONG", b"PONG"]
+    assert third == b"PONG"
+    assert 0.2 <= waited < 0.6
+
+
 async def test_a_server_that_hangs_up_fails_the_waiting_commands() -> None:
     async def hang_up(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         await reader.read(1)
