@@ -2,7 +2,8 @@
 
 Redis answers the commands of a connection in the order they were sent, so a queue of futures
 pairs each reply with its caller: no pool to check a connection out of and back into, no
-per-command lock, and concurrent callers share the socket's round trips. StackExchange.Redis
+per-command lock, and concurrent callers share the socket's round trips (the commands sent in
+one turn of the event loop go out in one write). StackExchange.Redis
 and Lettuce multiplex this way by default. redis-py's client spends about 60–90 µs of CPU on a
 single MGET (pool checkout with its lock and metrics hooks, retry wrapper, timeout, release);
 this spends about 11 µs.
@@ -69,6 +70,8 @@ class _Protocol(asyncio.Protocol):
         self.lost: BaseException | None = None
         self.timeout = timeout
         self._watchdog: asyncio.TimerHandle | None = None
+        # Commands sent during one turn of the event loop go out in one write.
+        self._unsent: list[bytes] = []
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # uvloop's transports are not asyncio.Transport subclasses: no isinstance check.
@@ -106,10 +109,17 @@ class _Protocol(asyncio.Protocol):
         future: asyncio.Future[Any] = loop.create_future()
         deadline = loop.time() + self.timeout
         self.waiting.append((future, deadline))
-        self.transport.write(command)
+        if not self._unsent:
+            loop.call_soon(self._flush)
+        self._unsent.append(command)
         if self._watchdog is None:
             self._watchdog = loop.call_at(deadline, self._check_deadline)
         return future
+
+    def _flush(self) -> None:
+        unsent, self._unsent = self._unsent, []
+        if self.lost is None and self.transport is not None and not self.transport.is_closing():
+            self.transport.write(b"".join(unsent))
 
     def _check_deadline(self) -> None:
         self._watchdog = None
