@@ -25,16 +25,12 @@ from typing import Any, cast
 from urllib.parse import unquote, urlsplit
 
 import hiredis
-from redis.exceptions import (
-    ConnectionError as RedisConnectionError,
-)
-from redis.exceptions import (
-    InvalidResponse,
-    ResponseError,
-)
-from redis.exceptions import (
-    TimeoutError as RedisTimeoutError,
-)
+from opentelemetry.trace import SpanKind
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import InvalidResponse, ResponseError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from servicekit import tracecontext
 
 Arg = str | bytes | int | float
 
@@ -173,11 +169,29 @@ class MultiplexedRedis:
 
     async def execute(self, *args: Arg) -> Any:
         """Send one command and return its reply (raises redis-py's exceptions)."""
+        if tracecontext.spans_recorded():
+            return await self._traced(args)
+        return await self._execute(args)
+
+    async def _execute(self, args: tuple[Arg, ...]) -> Any:
         protocol = self._protocol
         if protocol is None or protocol.lost is not None:
             protocol = await self._connect()
         # The connection's watchdog fails this within ``timeout`` if Redis does not answer.
         return await protocol.send(encode_command(args))
+
+    async def _traced(self, args: tuple[Arg, ...]) -> Any:
+        # As the redis-py instrumentation names and describes its spans (no keys, no values).
+        operation = str(args[0]).upper() if args else ""
+        target = self._target
+        attributes: dict[str, str | int] = {"db.system": "redis", "db.operation.name": operation}
+        if target.path is None:
+            attributes["server.address"] = target.host
+            attributes["server.port"] = target.port
+        with tracecontext.tracer().start_as_current_span(
+            operation, kind=SpanKind.CLIENT, attributes=attributes
+        ):
+            return await self._execute(args)
 
     async def aclose(self) -> None:
         """Close the connection; commands after this fail."""

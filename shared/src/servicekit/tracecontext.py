@@ -88,6 +88,12 @@ class _ListenedTracerProvider(TracerProvider):
                 install()
 
 
+def spans_recorded() -> bool:
+    """False while this process's spans are dropped (see ``_RecordWhenListened``): cheap to ask."""
+    provider = trace.get_tracer_provider()
+    return not isinstance(provider, _ListenedTracerProvider) or provider.listened
+
+
 def when_listened(install: Callable[[], None]) -> None:
     """Run ``install`` once spans are recorded: now if they are, else at the first processor.
 

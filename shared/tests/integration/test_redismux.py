@@ -11,11 +11,17 @@ from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 import uvloop
+from opentelemetry import trace
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import SpanKind
 from redis.asyncio import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from servicekit import tracecontext
 from servicekit.redismux import MultiplexedRedis
 from servicekit.testing.plugin import Infra
 
@@ -271,3 +277,26 @@ def test_it_works_on_uvloop_as_the_services_run_it(infra: Infra) -> None:
     keys, replies, size = uvloop.run(scenario())
     assert replies == [key.encode() for key in keys]
     assert size >= 50
+
+
+async def test_commands_are_client_spans_of_the_caller_when_spans_are_recorded(
+    mux: MultiplexedRedis, infra: Infra
+) -> None:
+    tracecontext.configure_tracing("tests")  # unless an earlier test installed one
+    provider = trace.get_tracer_provider()
+    assert isinstance(provider, TracerProvider)
+    exporter = InMemorySpanExporter()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    with tracecontext.tracer().start_as_current_span("GET /users/me") as parent:
+        await mux.execute("mget", "test:mux:absent", "test:mux:absent:gen")
+    exporter.shutdown()
+
+    [span] = [s for s in exporter.get_finished_spans() if s.name == "MGET"]
+    assert span.kind is SpanKind.CLIENT
+    assert span.parent is not None
+    assert span.parent.span_id == parent.get_span_context().span_id
+    assert span.attributes is not None
+    assert span.attributes["db.system"] == "redis"
+    assert span.attributes["db.operation.name"] == "MGET"
+    assert span.attributes["server.port"] == (urlsplit(infra.redis_url).port or 6379)
+    assert not any("absent" in str(value) for value in span.attributes.values())
