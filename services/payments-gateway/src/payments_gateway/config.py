@@ -30,6 +30,8 @@ class Settings(ServiceSettings):
     provider_connect_timeout: float = Field(default=2.0, gt=0)
     provider_read_timeout: float = Field(default=5.0, gt=0)
     provider_max_connections: int = Field(default=50, ge=1)
+    # Split over this many pools (see payments_gateway.transport): 1 is httpx's single pool.
+    provider_connection_pools: int = Field(default=4, ge=1)
     # Attempts of one provider call (the first included) before it counts as one failure.
     provider_max_attempts: int = Field(default=3, ge=1, le=10)
     provider_backoff_initial: float = Field(default=0.2, ge=0)

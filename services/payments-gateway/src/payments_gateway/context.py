@@ -11,6 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from payments_gateway.config import Settings
 from payments_gateway.provider import BREAKER_NAME, ProviderClient
 from payments_gateway.service import purge_webhook_events, reconcile_pending_charges
+from payments_gateway.transport import ShardedTransport
 from servicekit import tracecontext
 from servicekit.breaker import State
 from servicekit.logging import get_logger
@@ -42,7 +43,9 @@ class PaymentsContext:
                 connect=s.provider_connect_timeout,
                 pool=s.provider_connect_timeout,
             ),
-            limits=httpx.Limits(max_connections=s.provider_max_connections),
+            transport=ShardedTransport(
+                shards=s.provider_connection_pools, max_connections=s.provider_max_connections
+            ),
         )
         # Client spans for the provider call, and its traceparent travels to the provider.
         tracecontext.instrument_httpx(self._http)
