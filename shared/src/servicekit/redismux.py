@@ -20,12 +20,14 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import ssl
+from dataclasses import dataclass, field
+from ssl import SSLContext, create_default_context
 from typing import Any, cast
-from urllib.parse import unquote, urlsplit
+from urllib.parse import urlsplit
 
 import hiredis
 from opentelemetry.trace import SpanKind
+from redis.asyncio.connection import parse_url
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import InvalidResponse, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
@@ -235,46 +237,34 @@ class MultiplexedRedis:
         return protocol
 
 
+@dataclass(frozen=True)
 class _Target:
-    def __init__(
-        self,
-        *,
-        host: str = "localhost",
-        port: int = 6379,
-        path: str | None = None,
-        ssl_context: ssl.SSLContext | None = None,
-        handshake: list[tuple[Arg, ...]] | None = None,
-    ) -> None:
-        self.host = host
-        self.port = port
-        self.path = path
-        self.ssl = ssl_context
-        self.handshake = handshake or []
+    """Where to connect, and the commands a new connection sends first."""
+
+    host: str = "localhost"
+    port: int = 6379
+    path: str | None = None
+    ssl: SSLContext | None = None
+    handshake: list[tuple[Arg, ...]] = field(default_factory=list)
 
 
 def _parse_url(url: str) -> _Target:
-    parts = urlsplit(url)
-    if parts.scheme not in ("redis", "rediss", "unix"):
-        raise ValueError(f"not a Redis URL: {parts.scheme}://…")
+    """Read the URL as redis-py does (credentials, database from the path or ``?db=``)."""
+    scheme = urlsplit(url).scheme
+    if scheme not in ("redis", "rediss", "unix"):
+        raise ValueError(f"not a Redis URL: {scheme}://…")
+    options = parse_url(url)
     handshake: list[tuple[Arg, ...]] = []
-    password = unquote(parts.password) if parts.password else None
-    username = unquote(parts.username) if parts.username else None
+    password, username = options.get("password"), options.get("username")
     if password is not None:
         handshake.append(("AUTH", username, password) if username else ("AUTH", password))
-    db = 0
-    query = dict(pair.split("=", 1) for pair in parts.query.split("&") if "=" in pair)
-    if parts.scheme == "unix":
-        db = int(query.get("db", 0))
-    else:
-        path = parts.path.lstrip("/")
-        db = int(path) if path else int(query.get("db", 0))
-    if db:
-        handshake.append(("SELECT", db))
-    if parts.scheme == "unix":
-        return _Target(path=unquote(parts.path), handshake=handshake)
+    if options.get("db"):
+        handshake.append(("SELECT", options["db"]))
+    if "path" in options:
+        return _Target(path=options["path"], handshake=handshake)
     return _Target(
-        host=parts.hostname or "localhost",
-        port=parts.port or 6379,
-        ssl_context=ssl.create_default_context() if parts.scheme == "rediss" else None,
+        host=options.get("host", "localhost"),
+        port=options.get("port", 6379),
+        ssl=create_default_context() if scheme == "rediss" else None,
         handshake=handshake,
     )
