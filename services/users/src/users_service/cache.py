@@ -129,16 +129,17 @@ class UserCache:
     def __init__(
         self,
         redis: Redis,
+        reads: MultiplexedRedis,
         *,
         ttl_seconds: int = 300,
         lock_ms: int = 2000,
         wait_ms: int = 1000,
         poll_ms: int = 15,
         breaker: CircuitBreaker | None = None,
-        reads: MultiplexedRedis | None = None,
     ) -> None:
         self.redis = redis
-        # Where every request's lookup goes (one pipelined connection); the rest is rarer.
+        # Where every request's lookup goes (one pipelined connection); misses, fills and
+        # invalidations, far rarer, go through ``redis``.
         self.reads = reads
         self.ttl_ms = ttl_seconds * 1000
         self.lock_ms = lock_ms
@@ -164,7 +165,9 @@ class UserCache:
         """The profile from Redis, else from ``load`` (shared by concurrent misses), then cached."""
         keys = CacheKeys.of(user_id)
         try:
-            cached, generation = await self._call("read", lambda: self._lookup(keys))
+            cached, generation = await self._call(
+                "read", lambda: self.reads.execute("MGET", keys.value, keys.generation)
+            )
         except _RedisUnusableError:
             count_lookup("bypass")
             return await self._single_flight(user_id, _UNKNOWN_GENERATION, load, join_any=True)
@@ -176,14 +179,6 @@ class UserCache:
         count_lookup("miss")
         seen = generation.decode() if isinstance(generation, bytes) else (generation or "")
         return await self._single_flight(user_id, seen, load)
-
-    async def _lookup(self, keys: CacheKeys) -> list[bytes | None]:
-        if self.reads is not None:
-            found: list[bytes | None] = await self.reads.execute(
-                "MGET", keys.value, keys.generation
-            )
-            return found
-        return await self.redis.mget(keys.value, keys.generation)
 
     async def invalidate(self, user_ids: Iterable[uuid.UUID]) -> None:
         """Evict profiles whose rows changed; call only after the change committed."""

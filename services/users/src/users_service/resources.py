@@ -41,7 +41,7 @@ class UsersResources:
         )
         self.cache = UserCache(
             self.redis,
-            reads=self.reads,
+            self.reads,
             ttl_seconds=self.settings.cache_ttl_seconds,
             lock_ms=self.settings.cache_lock_ms,
             wait_ms=self.settings.cache_wait_ms,

@@ -11,6 +11,7 @@ import pytest
 from redis.asyncio import Redis
 
 from servicekit.breaker import CircuitBreaker, State
+from servicekit.redismux import MultiplexedRedis
 from users_service.cache import UserCache
 from users_service.schemas import UserRead
 
@@ -45,10 +46,12 @@ class SlowDatabase:
 @pytest.fixture
 async def cache() -> AsyncIterator[UserCache]:
     redis = Redis.from_url("redis://127.0.0.1:1/0", socket_connect_timeout=0.2)
+    reads = MultiplexedRedis("redis://127.0.0.1:1/0", connect_timeout=0.2)
     breaker = CircuitBreaker("test-cache", failure_threshold=3, reset_timeout=60)
-    cache = UserCache(redis, breaker=breaker)
+    cache = UserCache(redis, reads, breaker=breaker)
     yield cache
     await cache.close()
+    await reads.aclose()
     await redis.aclose()
 
 
