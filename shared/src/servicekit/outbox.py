@@ -29,6 +29,7 @@ from sqlalchemy import (
     Table,
     Text,
     Uuid,
+    bindparam,
     delete,
     func,
     literal,
@@ -90,6 +91,21 @@ class Outbox:
         self.channel = f"{table.name}_pending"
         # The declared list is what the AsyncAPI document says this service publishes.
         self.publishes = frozenset(publishes) if publishes is not None else None
+        # One round trip: the row, and the notification PostgreSQL delivers at commit. Built once
+        # with bound parameters (building it per event made SQLAlchemy walk it for its cache key
+        # every time).
+        inserted = (
+            table.insert()
+            .values(
+                {
+                    name: bindparam(name, type_=table.c[name].type)
+                    for name in ("event_id", "event_type", "payload", "headers")
+                }
+            )
+            .returning(table.c.id)
+            .cte("inserted")
+        )
+        self._insert = select(func.pg_notify(self.channel, literal(""))).select_from(inserted)
 
     async def add(
         self, session: AsyncSession, data: EventData, *, correlation_id: str | None = None
@@ -104,20 +120,14 @@ class Outbox:
         traceparent = tracecontext.current_traceparent()
         if traceparent:
             headers[HEADER_TRACEPARENT] = traceparent
-        # One round trip: the row, and the notification PostgreSQL delivers at commit.
-        inserted = (
-            self.table.insert()
-            .values(
-                event_id=envelope.id,
-                event_type=envelope.type,
-                payload=envelope.model_dump(mode="json"),
-                headers=headers,
-            )
-            .returning(self.table.c.id)
-            .cte("inserted")
-        )
         await session.execute(
-            select(func.pg_notify(self.channel, literal(""))).select_from(inserted)
+            self._insert,
+            {
+                "event_id": envelope.id,
+                "event_type": envelope.type,
+                "payload": envelope.model_dump(mode="json"),
+                "headers": headers,
+            },
         )
         return envelope
 
