@@ -6,8 +6,9 @@ import uuid
 from functools import cache
 
 from sqlalchemy import Column, DateTime, MetaData, String, Table, Uuid, bindparam, func
-from sqlalchemy.dialects.postgresql import Insert, insert
+from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.sql.dml import ReturningInsert
 
 
 def inbox_columns() -> list[Column[object]]:
@@ -34,7 +35,7 @@ async def record_receipt(
 
 
 @cache
-def _receipt_statement(table: Table) -> Insert:
+def _receipt_statement(table: Table) -> ReturningInsert[tuple[uuid.UUID]]:
     # Built once per table with bound parameters: building it per message, with the values in
     # it, made SQLAlchemy walk it again for its cache key every time (about a fifth of the
     # consumer's transaction).
