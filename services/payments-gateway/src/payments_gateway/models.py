@@ -82,3 +82,6 @@ class ProviderWebhookEvent(Base):
     event_type: Mapped[str] = mapped_column(String(100))
     payment_id: Mapped[uuid.UUID] = mapped_column(Uuid, index=True)
     received_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
+
+
+payments = Base.metadata.tables[Payment.__tablename__]
