@@ -4,8 +4,10 @@ A tiny harness around the shared library itself: the producer (this process) com
 per transaction with ``Outbox.add`` on an open-loop schedule and runs an ``OutboxRelay`` (woken by
 ``pg_notify`` at commit) publishing through an ``EventBus``, as a service does; the consumer is a
 separate process (as another service would be) with a ``Consumer`` (inbox row, same
-transaction) whose handler notes the time it starts. The latency of an event is that start time
-minus the time its commit returned, both from the same machine's clock.
+transaction) whose handler notes the time it starts. Both run as the services run the library:
+on uvloop (which uvicorn picks when it is installed) and with the start-up heap frozen out of
+the garbage collector's sight (``freeze_heap``, the services' default). The latency of an event
+is that start time minus the time its commit returned, both from the same machine's clock.
 
     python -m bench.outbox_latency consume DATABASE_URL AMQP_URL EXCHANGE
 """
@@ -14,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import signal
 import sys
 import time
@@ -21,6 +24,7 @@ import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+import uvloop
 from sqlalchemy import MetaData, Table
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -32,9 +36,12 @@ from servicekit.events import UserUpdated
 from servicekit.inbox import inbox_table
 from servicekit.logging import configure_logging
 from servicekit.outbox import Outbox, OutboxRelay, outbox_table
+from servicekit.runtime import freeze_heap
+from servicekit.settings import ServiceSettings
 
 SERVICE = "bench-outbox"
 PURPOSE = "outbox-latency"
+GEN0_THRESHOLD = ServiceSettings.model_fields["gc_gen0_threshold"].default
 
 
 def _tables() -> tuple[MetaData, Table, Table]:
@@ -65,6 +72,7 @@ async def consume(database_url: str, amqp_url: str, exchange: str) -> None:
         inbox=inbox,
     )
     await consumer.start()
+    freeze_heap(gen0_threshold=GEN0_THRESHOLD)
     print("READY", flush=True)
     await stop.wait()
     await bus.close()
@@ -144,6 +152,7 @@ async def measure(
     engine = create_engine(database_url, pool_size=20, max_overflow=10, application_name=SERVICE)
     consumer: asyncio.subprocess.Process | None = None
     relay: OutboxRelay | None = None
+    thresholds = gc.get_threshold()
     bus = EventBus(url=amqp_url, exchange=exchange, service=SERVICE)
     try:
         metadata, outbox_t, _ = _tables()
@@ -178,6 +187,7 @@ async def measure(
         sessions = session_factory(engine)
         # One untimed event first: connections, queues and caches warm.
         await _produce(outbox, sessions, rate=rate, seconds=0.5)
+        freeze_heap(gen0_threshold=GEN0_THRESHOLD)
         starts: dict[str, float] = {}
         reader = asyncio.create_task(_read_starts(consumer.stdout, starts))
         await asyncio.sleep(1.0)
@@ -212,13 +222,15 @@ async def measure(
         await engine.dispose()
         with contextlib.suppress(Exception):
             await drop_database(database_url)
+        gc.unfreeze()  # the bench's later goals run in this process
+        gc.set_threshold(*thresholds)
 
 
 def main(argv: list[str]) -> int:
     if len(argv) != 4 or argv[0] != "consume":
         print(__doc__, file=sys.stderr)
         return 2
-    asyncio.run(consume(*argv[1:]))
+    uvloop.run(consume(*argv[1:]))
     return 0
 
 

@@ -9,7 +9,6 @@ Progress goes to stderr while it runs; the table goes to stdout at the end, and 
 from __future__ import annotations
 
 import argparse
-import asyncio
 import os
 import platform
 import shutil
@@ -20,6 +19,8 @@ import traceback
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from types import FrameType
+
+import uvloop
 
 from bench import http_bench, outbox_latency, payments_bench, pipeline
 from bench.loadgen import PERCENTILES, ensure_wrk, now_stamp
@@ -349,7 +350,7 @@ class Session:
             f"P5: outbox commit → handler start at {plan.outbox_rate:g} events/s "
             f"({plan.outbox_seconds:g} s per run)"
         )
-        runs = asyncio.run(
+        runs = uvloop.run(
             outbox_latency.measure(
                 database_url=self.bench.database_url("outbox_latency"),
                 amqp_url=AMQP,
