@@ -327,6 +327,10 @@ def _rejected(
     return InvalidToken(text, description=text)
 
 
+BEARER_SCHEME_NAME = "OAuth2PasswordBearer"
+"""The bearer scheme's name in every service's OpenAPI document (the name it has always had)."""
+
+
 class _BearerPrincipal(OAuth2PasswordBearer):
     """The OAuth2 password-flow scheme (for the docs) that also verifies the token it reads.
 
@@ -335,8 +339,7 @@ class _BearerPrincipal(OAuth2PasswordBearer):
     """
 
     def __init__(self, get_verifier: Callable[[Request], TokenVerifier], token_url: str) -> None:
-        # The name the schema has always had in every service's OpenAPI document.
-        super().__init__(tokenUrl=token_url, auto_error=False, scheme_name="OAuth2PasswordBearer")
+        super().__init__(tokenUrl=token_url, auto_error=False, scheme_name=BEARER_SCHEME_NAME)
         self.get_verifier = get_verifier
 
     async def __call__(self, request: Request) -> Principal:  # type: ignore[override]

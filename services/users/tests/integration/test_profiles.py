@@ -64,6 +64,33 @@ class TestReadOwnProfile:
         assert response.status_code == 401
 
 
+    async def test_refusals_match_a_route_with_the_principal_dependency(
+        self, client: httpx.AsyncClient, token_minter: TokenMinter
+    ) -> None:
+        # GET /users/me verifies the token in its body (principal_of), PATCH /users/me through
+        # PrincipalDep: a client cannot tell them apart by their 401s.
+        forged = token_minter.mint(uuid.uuid4(), aud="someone-else")
+        for headers in ({}, {"Authorization": f"Bearer {forged}"}, {"Authorization": "Basic x"}):
+            read = await client.get("/users/me", headers=headers)
+            patch = await client.patch("/users/me", headers=headers, json={"name": "X"})
+
+            assert read.status_code == patch.status_code == 401
+            assert read.headers["www-authenticate"] == patch.headers["www-authenticate"]
+            read_error, patch_error = read.json()["error"], patch.json()["error"]
+            assert read_error.pop("request_id") != patch_error.pop("request_id")
+            assert read_error == patch_error
+
+    async def test_the_document_says_it_needs_the_bearer_token(
+        self, client: httpx.AsyncClient
+    ) -> None:
+        document = (await client.get("/users/openapi.json")).json()
+        read, patch = (document["paths"]["/users/me"][m] for m in ("get", "patch"))
+
+        assert read["security"] == patch["security"] == [{"OAuth2PasswordBearer": []}]
+        assert "OAuth2PasswordBearer" in document["components"]["securitySchemes"]
+        assert "401" in read["responses"]
+
+
 class TestAccessControl:
     async def test_another_users_profile_is_404_like_an_unknown_one(
         self, app: FastAPI, client: httpx.AsyncClient, token_minter: TokenMinter
