@@ -64,7 +64,50 @@ class TestBuildMessage:
         )
         raw = bytes(message).decode()
         assert "\nBcc:" not in raw
-        assert message["To"].addresses[0].addr_spec == "ada@example.com"
+        parsed = email.message_from_bytes(bytes(message), policy=email.policy.default)
+        assert parsed["To"].addresses[0].addr_spec == "ada@example.com"
+
+    def test_non_ascii_names_subjects_and_bodies_read_back_exactly(self) -> None:
+        subject = "Zoë, your order №1234 is confirmed, and this subject is long enough to fold"
+        message = build_message(
+            outgoing(
+                recipient_name='Zoë Ölçer, "the" boss',
+                subject=subject,
+                text="Grüße, Zoë\n",
+                html="<p>Grüße, Zoë</p>\n",
+            ),
+            mail_from="Schöne Läden <no-reply@shop.local>",
+            domain="shop.local",
+        )
+        raw = bytes(message)
+        parsed = email.message_from_bytes(raw, policy=email.policy.default)
+
+        assert raw.isascii()  # encoded words and quoted-printable: any server takes it
+        assert parsed["Subject"] == subject
+        assert parsed["To"].addresses[0].display_name == 'Zoë Ölçer, "the" boss'
+        assert parsed["To"].addresses[0].addr_spec == "ada@example.com"
+        assert parsed["From"].addresses[0].display_name == "Schöne Läden"
+        text = parsed.get_body(preferencelist=("plain",))
+        html = parsed.get_body(preferencelist=("html",))
+        assert text is not None
+        assert text.get_content() == "Grüße, Zoë\n"
+        assert html is not None
+        assert html.get_content() == "<p>Grüße, Zoë</p>\n"
+
+    def test_an_internationalised_address_is_refused(self) -> None:
+        # It would need SMTPUTF8; the mailer turns the ValueError into a permanent failure.
+        with pytest.raises(ValueError):
+            build_message(
+                outgoing(recipient="zoë@exämple.com"), mail_from="a@b.example", domain="b.example"
+            )
+
+    def test_an_address_spanning_lines_is_refused(self) -> None:
+        with pytest.raises(ValueError):
+            build_message(
+                outgoing(recipient="ada@example.com\r\nBcc: victim@example.com"),
+                mail_from="a@b.example",
+                domain="b.example",
+            )
 
 
 @pytest.fixture
