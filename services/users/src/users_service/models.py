@@ -55,3 +55,6 @@ class DeletedUser(Base):
 
     id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True)
     deleted_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+users = Base.metadata.tables[User.__tablename__]

@@ -47,7 +47,7 @@ class UsersResources:
             wait_ms=self.settings.cache_wait_ms,
         )
         self.reader = CachedUserReader(
-            cache=self.cache, sessions=runtime.sessions, use_cache=self.settings.cache_enabled
+            cache=self.cache, engine=runtime.engine, use_cache=self.settings.cache_enabled
         )
 
     async def close(self, runtime: ServiceRuntime) -> None:

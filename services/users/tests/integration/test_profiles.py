@@ -63,7 +63,6 @@ class TestReadOwnProfile:
 
         assert response.status_code == 401
 
-
     async def test_refusals_match_a_route_with_the_principal_dependency(
         self, client: httpx.AsyncClient, token_minter: TokenMinter
     ) -> None:
