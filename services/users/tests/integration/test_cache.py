@@ -27,6 +27,7 @@ from users_service.schemas import UserRead
 from .conftest import UserSelects, create_profile, resources_of, runtime_of
 
 DEAD_REDIS = "redis://127.0.0.1:1/0"
+TRANSACTION = ("BEGIN", "ROLLBACK", "COMMIT")
 
 
 @contextlib.asynccontextmanager
@@ -344,3 +345,35 @@ class TestCacheSwitchedOff:
             # The cache-off instance still evicts the shared entry on a write.
             assert await redis_client.get(keys.value) is None
             assert (await cached.get("/users/me", headers=headers)).json()["name"] == "After"
+
+    async def test_a_read_from_the_database_opens_no_transaction(
+        self,
+        settings: Settings,
+        app_factory: Callable[[Settings], FastAPI],
+        token_minter: TokenMinter,
+    ) -> None:
+        # A miss is one statement in autocommit: no BEGIN and ROLLBACK round trips around it.
+        app = app_factory(settings.model_copy(update={"cache_enabled": False}))
+        statements: list[str] = []
+        logged: set[int] = set()
+
+        def log_queries(dbapi_connection: Any, *_: Any) -> None:
+            driver = dbapi_connection.driver_connection
+            if id(driver) not in logged:
+                logged.add(id(driver))
+                driver.add_query_logger(lambda record: statements.append(record.query))
+
+        async with running(app) as client:
+            user_id = await create_profile(app, name="Read")
+            headers = token_minter.headers(user_id)
+            event.listen(runtime_of(app).engine.sync_engine, "checkout", log_queries)
+
+            reads = [await client.get("/users/me", headers=headers) for _ in range(3)]
+            during_reads = list(statements)
+            changed = await client.patch("/users/me", headers=headers, json={"name": "Written"})
+
+        assert [r.json()["name"] for r in reads] == ["Read"] * 3
+        assert not [s for s in during_reads if s.lstrip().upper().startswith(TRANSACTION)]
+        assert changed.status_code == 200
+        # The logger does see transactions: the write opens one.
+        assert any(s.lstrip().upper().startswith("BEGIN") for s in statements[len(during_reads) :])
