@@ -205,7 +205,7 @@ def _accept_any_credentials(
 class _SinkSMTP(SMTP):  # type: ignore[misc]
     """An SMTP session that its sink can close when it stops."""
 
-    def __init__(self, handler: _MaildirHandler, sessions: set[_SinkSMTP]) -> None:
+    def __init__(self, handler: _MaildirHandler, sink: SmtpSink) -> None:
         super().__init__(
             handler,
             hostname=_HOSTNAME,
@@ -214,14 +214,15 @@ class _SinkSMTP(SMTP):  # type: ignore[misc]
             auth_require_tls=False,
             authenticator=_accept_any_credentials,
         )
-        self._sessions = sessions
+        self._sink = sink
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self._sessions.add(self)
+        self._sink._sessions.add(self)
+        self._sink.connections += 1
         super().connection_made(transport)
 
     def connection_lost(self, error: Exception | None) -> None:
-        self._sessions.discard(self)
+        self._sink._sessions.discard(self)
         super().connection_lost(error)
 
 
@@ -296,6 +297,7 @@ class SmtpSink:
         self.maildir = maildir
         self.http_port = http_port
         self.reject = False
+        self.connections = 0  # accepted since start, for tests of connection reuse
         self._handler = _MaildirHandler(self)
         self._sessions: set[_SinkSMTP] = set()
         self._smtp_server: asyncio.Server | None = None
@@ -316,7 +318,7 @@ class SmtpSink:
         await asyncio.to_thread(self.maildir.mkdir, parents=True, exist_ok=True)
         loop = asyncio.get_running_loop()
         self._smtp_server = await loop.create_server(
-            lambda: _SinkSMTP(self._handler, self._sessions), self.host, self.port
+            lambda: _SinkSMTP(self._handler, self), self.host, self.port
         )
         self.port = self._smtp_server.sockets[0].getsockname()[1]
         try:
@@ -357,6 +359,18 @@ class SmtpSink:
                 task.result()
                 raise RuntimeError("the SMTP sink's HTTP API stopped during startup")
             await asyncio.sleep(0.01)
+
+    @property
+    def open_connections(self) -> int:
+        """Connections open right now."""
+        return len(self._sessions)
+
+    async def drop_connections(self) -> None:
+        """Close every open connection, as a server does with idle ones; keep accepting."""
+        for session in list(self._sessions):
+            if session.transport is not None:
+                session.transport.close()
+        await asyncio.sleep(0)  # let the closed sessions run connection_lost
 
     async def stop(self) -> None:
         """Close every connection and free the ports; safe to call twice."""

@@ -28,6 +28,10 @@ class Settings(ServiceSettings):
     smtp_use_tls: bool = False
     smtp_start_tls: bool = False
     smtp_timeout_seconds: float = Field(default=10.0, gt=0)
+    # Connections are kept open and reused for the next message while they have been idle for
+    # less than this (servers close idle ones after a minute or more); 0 opens one per message.
+    smtp_reuse_idle_seconds: float = Field(default=30.0, ge=0)
+    smtp_messages_per_connection: int = Field(default=100, ge=1)
     mail_from: str = "Shop <no-reply@shop.local>"
 
     # How long a notification keeps being retried before it is marked failed.

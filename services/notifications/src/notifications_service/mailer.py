@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -103,11 +104,21 @@ def _is_permanent(exc: aiosmtplib.SMTPException) -> bool:
 
 
 class SmtpMailer:
-    """Sends messages to the configured SMTP server, one connection per message."""
+    """Sends messages to the configured SMTP server, reusing a few open connections.
+
+    A connection goes back to the idle list after a message it carried was accepted, and is
+    taken again for the next one while it is still open, has been idle for less than
+    ``smtp_reuse_idle_seconds`` and has carried fewer than ``smtp_messages_per_connection``.
+    Any failure closes the connection it happened on. A reused connection that the server
+    closed while it sat idle is noticed before use (its end was read) and replaced; one that
+    died silently fails like any other send, transiently, and the dispatcher retries it. At
+    most ``dispatch_concurrency`` connections stay idle: the dispatcher sends no more at once.
+    """
 
     def __init__(self, settings: Settings) -> None:
         self._settings = settings
         self._sender = parseaddr(settings.mail_from)[1]
+        self._idle: list[_Connection] = []
 
     async def send(self, email: OutgoingEmail) -> None:
         """Send one notification; raises DeliveryError when the server did not accept it."""
@@ -117,24 +128,82 @@ class SmtpMailer:
         except (ValueError, TypeError) as exc:
             # An address or header the email package refuses will never become sendable.
             raise DeliveryError(_describe(exc), permanent=True) from exc
-        password = s.smtp_password.get_secret_value() if s.smtp_password else None
+        connection: _Connection | None = None
         try:
-            await aiosmtplib.send(
-                message,
-                sender=self._sender,
-                recipients=[email.recipient],
-                hostname=s.smtp_host,
-                port=s.smtp_port,
-                username=s.smtp_username,
-                password=password,
-                use_tls=s.smtp_use_tls,
-                start_tls=s.smtp_start_tls,
-                timeout=s.smtp_timeout_seconds,
+            connection = self._take_idle() or await self._connect()
+            await connection.client.send_message(
+                message, sender=self._sender, recipients=[email.recipient]
             )
         except aiosmtplib.SMTPException as exc:
+            _close(connection)
             raise DeliveryError(_describe(exc), permanent=_is_permanent(exc)) from exc
         except (OSError, TimeoutError) as exc:
+            _close(connection)
             raise DeliveryError(_describe(exc), permanent=False) from exc
+        except BaseException:
+            _close(connection)  # cancelled mid-conversation: the connection is in no known state
+            raise
+        connection.sent += 1
+        self._put_idle(connection)
+
+    async def close(self, _runtime: object = None) -> None:
+        """Say goodbye on every idle connection (an on_stop hook, after the dispatcher's)."""
+        idle, self._idle = self._idle, []
+        for connection in idle:
+            try:
+                await connection.client.quit(timeout=1.0)
+            except (aiosmtplib.SMTPException, OSError, TimeoutError):
+                _close(connection)
+
+    async def _connect(self) -> _Connection:
+        s = self._settings
+        password = s.smtp_password.get_secret_value() if s.smtp_password else None
+        client = aiosmtplib.SMTP(
+            hostname=s.smtp_host,
+            port=s.smtp_port,
+            username=s.smtp_username,
+            password=password,
+            use_tls=s.smtp_use_tls,
+            start_tls=s.smtp_start_tls,
+            timeout=s.smtp_timeout_seconds,
+        )
+        await client.connect()
+        return _Connection(client)
+
+    def _take_idle(self) -> _Connection | None:
+        limit = self._settings.smtp_reuse_idle_seconds
+        now = time.monotonic()
+        while self._idle:
+            connection = self._idle.pop()  # the most recently used first
+            if connection.client.is_connected and now - connection.idle_since < limit:
+                return connection
+            _close(connection)
+        return None
+
+    def _put_idle(self, connection: _Connection) -> None:
+        s = self._settings
+        reusable = (
+            s.smtp_reuse_idle_seconds > 0
+            and connection.sent < s.smtp_messages_per_connection
+            and len(self._idle) < s.dispatch_concurrency
+        )
+        if not reusable:
+            _close(connection)
+            return
+        connection.idle_since = time.monotonic()
+        self._idle.append(connection)
+
+
+@dataclass
+class _Connection:
+    client: aiosmtplib.SMTP
+    sent: int = 0
+    idle_since: float = 0.0
+
+
+def _close(connection: _Connection | None) -> None:
+    if connection is not None:
+        connection.client.close()
 
 
 def _describe(exc: BaseException) -> str:

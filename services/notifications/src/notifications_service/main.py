@@ -18,7 +18,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     """Build the app; resources open in its lifespan."""
     settings = settings or Settings()
     renderer = EmailRenderer()
-    dispatcher = Dispatcher(settings=settings, mailer=SmtpMailer(settings))
+    mailer = SmtpMailer(settings)
+    dispatcher = Dispatcher(settings=settings, mailer=mailer)
     runtime = ServiceRuntime(
         settings,
         outbox_table=outbox,
@@ -29,7 +30,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             ConsumerSpec("orders", order_handlers(settings=settings, renderer=renderer)),
         ],
         on_start=[dispatcher.start],
-        on_stop=[dispatcher.stop],
+        on_stop=[mailer.close, dispatcher.stop],  # run last to first: the mailer closes last
     )
     app = create_service_app(
         runtime=runtime,

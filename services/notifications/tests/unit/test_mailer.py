@@ -5,11 +5,10 @@ from __future__ import annotations
 import email
 import email.policy
 import uuid
-from typing import Any
+from typing import Any, ClassVar
 
 import aiosmtplib
 import pytest
-from aiosmtplib.response import SMTPResponse
 
 from notifications_service.config import Settings
 from notifications_service.mailer import DeliveryError, OutgoingEmail, SmtpMailer, build_message
@@ -115,11 +114,35 @@ def settings() -> Settings:
     return Settings(environment="test", smtp_timeout_seconds=1.0, send_lease_seconds=5.0)
 
 
-def failing_with(exc: Exception) -> Any:
-    async def fake_send(*_: Any, **__: Any) -> Any:
-        raise exc
+class FakeSMTP:
+    """Stands in for aiosmtplib.SMTP: records what it was given, fails with ``failure``."""
 
-    return fake_send
+    created: ClassVar[list[FakeSMTP]] = []
+    failure: ClassVar[Exception | None] = None
+
+    def __init__(self, **kwargs: Any) -> None:
+        self.options = kwargs
+        self.sent: list[dict[str, Any]] = []
+        self.is_connected = False
+        FakeSMTP.created.append(self)
+
+    async def connect(self) -> None:
+        self.is_connected = True
+
+    async def send_message(self, message: Any, **kwargs: Any) -> tuple[dict[str, Any], str]:
+        if FakeSMTP.failure is not None:
+            raise FakeSMTP.failure
+        self.sent.append(kwargs)
+        return {}, "OK"
+
+    def close(self) -> None:
+        self.is_connected = False
+
+
+def failing_with(monkeypatch: pytest.MonkeyPatch, exc: Exception | None) -> None:
+    monkeypatch.setattr(aiosmtplib, "SMTP", FakeSMTP)
+    monkeypatch.setattr(FakeSMTP, "created", [])
+    monkeypatch.setattr(FakeSMTP, "failure", exc)
 
 
 class TestSmtpMailerFailures:
@@ -141,7 +164,7 @@ class TestSmtpMailerFailures:
     async def test_server_and_transient_failures_are_retried(
         self, settings: Settings, monkeypatch: pytest.MonkeyPatch, exc: Exception
     ) -> None:
-        monkeypatch.setattr(aiosmtplib, "send", failing_with(exc))
+        failing_with(monkeypatch, exc)
         with pytest.raises(DeliveryError) as raised:
             await SmtpMailer(settings).send(outgoing())
         assert raised.value.permanent is False
@@ -158,7 +181,7 @@ class TestSmtpMailerFailures:
     async def test_a_5xx_for_the_recipient_or_message_is_final(
         self, settings: Settings, monkeypatch: pytest.MonkeyPatch, exc: Exception
     ) -> None:
-        monkeypatch.setattr(aiosmtplib, "send", failing_with(exc))
+        failing_with(monkeypatch, exc)
         with pytest.raises(DeliveryError) as raised:
             await SmtpMailer(settings).send(outgoing())
         assert raised.value.permanent is True
@@ -166,18 +189,13 @@ class TestSmtpMailerFailures:
     async def test_sends_to_the_configured_server_with_the_bare_sender_address(
         self, settings: Settings, monkeypatch: pytest.MonkeyPatch
     ) -> None:
-        calls: list[dict[str, Any]] = []
-
-        async def fake_send(message: Any, **kwargs: Any) -> tuple[dict[str, SMTPResponse], str]:
-            calls.append(kwargs)
-            return {}, "OK"
-
-        monkeypatch.setattr(aiosmtplib, "send", fake_send)
+        failing_with(monkeypatch, None)
         await SmtpMailer(settings).send(outgoing())
 
-        [call] = calls
+        [client] = FakeSMTP.created
+        [call] = client.sent
         assert call["sender"] == "no-reply@shop.local"
         assert call["recipients"] == ["ada@example.com"]
-        assert (call["hostname"], call["port"]) == ("127.0.0.1", 1025)
-        assert call["timeout"] == 1.0
-        assert call["password"] is None
+        assert (client.options["hostname"], client.options["port"]) == ("127.0.0.1", 1025)
+        assert client.options["timeout"] == 1.0
+        assert client.options["password"] is None
