@@ -232,10 +232,28 @@ def instrument_redis() -> None:
 
 
 def instrument_httpx(client: Any) -> None:
-    """Client spans (and traceparent propagation) for an httpx.AsyncClient."""
-    from opentelemetry.instrumentation.httpx import HTTPXClientInstrumentor
+    """traceparent propagation for an httpx.AsyncClient, and client spans once recorded.
 
-    HTTPXClientInstrumentor.instrument_client(client)
+    The instrumentation costs about 300 µs of CPU per request (a quarter of what httpx itself
+    costs) even while its spans are dropped; until something listens, a request hook only puts
+    the current ``traceparent`` on each request. Once installed, the instrumentation writes it
+    again from its client span.
+    """
+
+    async def put_traceparent(request: Any) -> None:
+        propagate.inject(request.headers)
+
+    client.event_hooks["request"].append(put_traceparent)
+    client_ref = weakref.ref(client)
+
+    def install() -> None:
+        from opentelemetry.instrumentation.httpx import HTTPXClientInstrumentor
+
+        live = client_ref()
+        if live is not None:
+            HTTPXClientInstrumentor.instrument_client(live)
+
+    when_listened(install)
 
 
 _tracer: tuple[trace.TracerProvider, trace.Tracer] | None = None
