@@ -325,7 +325,11 @@ class Consumer:
         if self._in_flight:
             await asyncio.wait(set(self._in_flight), timeout=grace)
         if self._channel is not None and not self._channel.is_closed:
-            await self._channel.close()
+            try:
+                async with asyncio.timeout(5):
+                    await self._channel.close()
+            except Exception as exc:  # a broker that does not answer: the connection closes it
+                log.warning("consumer.close_failed", queue=self.queue_name, error=str(exc))
         self._channel = None
 
     @property

@@ -101,7 +101,10 @@ class ServiceRuntime:
     health: HealthRegistry = field(init=False)
     denylist: Denylist = field(init=False)
     running_consumers: list[Consumer] = field(init=False, default_factory=list)
+    # The longest stop() waits for each of its steps (the background tasks, each on_stop hook).
+    stop_step_seconds: float = 30.0
     _tasks: list[asyncio.Task[None]] = field(init=False, default_factory=list)
+    _stopping: bool = field(init=False, default=False)
 
     def __post_init__(self) -> None:
         s = self.settings
@@ -213,7 +216,7 @@ class ServiceRuntime:
     async def _watch_database(self, interval: float = 1.0) -> None:
         """Stop consuming while the database is down (a handler could not commit anyway)."""
         consuming = True
-        while True:
+        while not self._stopping:
             await asyncio.sleep(interval)
             try:
                 async with asyncio.timeout(2):
@@ -231,7 +234,7 @@ class ServiceRuntime:
 
     async def _watch_outbox(self, interval: float = 5.0) -> None:
         name = self.settings.service_name
-        while True:
+        while not self._stopping:
             with contextlib.suppress(Exception):
                 pending, age = await self.relay.backlog()
                 OUTBOX_PENDING.labels(name).set(pending)
@@ -244,14 +247,30 @@ class ServiceRuntime:
         return await self.is_revoked(principal) if self.is_revoked else False
 
     async def stop(self) -> None:
-        """Drain and close, in reverse order of opening."""
+        """Drain and close, in reverse order of opening.
+
+        Each step is bounded by ``stop_step_seconds``: a background task that does not end when
+        cancelled (a cancellation can be lost, e.g. by ``asyncio.timeout`` in Python 3.11 when
+        it races the timeout) or a hook that hangs is logged and left behind, and shutdown goes
+        on to close the broker, the outbox relay and the pools.
+        """
+        self._stopping = True
         for task in self._tasks:
             task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self._tasks:
+            _, running = await asyncio.wait(self._tasks, timeout=self.stop_step_seconds)
+            if running:
+                names = sorted(task.get_name() for task in running)
+                log.warning("service.tasks_did_not_stop", tasks=names)
         await self.bus.stop_consuming()
         for hook in reversed(self.on_stop):
-            with contextlib.suppress(Exception):
-                await hook(self)
+            try:
+                async with asyncio.timeout(self.stop_step_seconds):
+                    await hook(self)
+            except Exception as exc:
+                name = getattr(hook, "__qualname__", repr(hook))
+                error = f"{type(exc).__name__}: {exc}"
+                log.warning("service.stop_hook_failed", hook=name, error=error)
         await self.relay.stop(flush_timeout=5.0)
         await self._close_opened()
         log.info("service.stopped")
