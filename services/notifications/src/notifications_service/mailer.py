@@ -144,16 +144,17 @@ class SmtpMailer:
             _close(connection)  # cancelled mid-conversation: the connection is in no known state
             raise
         connection.sent += 1
-        self._put_idle(connection)
+        if self._reusable(connection):
+            connection.idle_since = time.monotonic()
+            self._idle.append(connection)
+        else:
+            await _quit(connection)
 
     async def close(self, _runtime: object = None) -> None:
         """Say goodbye on every idle connection (an on_stop hook, after the dispatcher's)."""
         idle, self._idle = self._idle, []
         for connection in idle:
-            try:
-                await connection.client.quit(timeout=1.0)
-            except (aiosmtplib.SMTPException, OSError, TimeoutError):
-                _close(connection)
+            await _quit(connection)
 
     async def _connect(self) -> _Connection:
         s = self._settings
@@ -180,18 +181,13 @@ class SmtpMailer:
             _close(connection)
         return None
 
-    def _put_idle(self, connection: _Connection) -> None:
+    def _reusable(self, connection: _Connection) -> bool:
         s = self._settings
-        reusable = (
+        return (
             s.smtp_reuse_idle_seconds > 0
             and connection.sent < s.smtp_messages_per_connection
             and len(self._idle) < s.dispatch_concurrency
         )
-        if not reusable:
-            _close(connection)
-            return
-        connection.idle_since = time.monotonic()
-        self._idle.append(connection)
 
 
 @dataclass
@@ -204,6 +200,14 @@ class _Connection:
 def _close(connection: _Connection | None) -> None:
     if connection is not None:
         connection.client.close()
+
+
+async def _quit(connection: _Connection) -> None:
+    # A polite goodbye for a connection in good standing; a closed socket if it fails.
+    try:
+        await connection.client.quit(timeout=1.0)
+    except (aiosmtplib.SMTPException, OSError, TimeoutError):
+        _close(connection)
 
 
 def _describe(exc: BaseException) -> str:
