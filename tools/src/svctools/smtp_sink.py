@@ -382,9 +382,7 @@ class SmtpSink:
         if server is None:
             return
         server.close()
-        for session in list(self._sessions):
-            if session.transport is not None:
-                session.transport.close()
+        await self.drop_connections()
         await server.wait_closed()
         # Let the closed sessions run connection_lost before the loop may go away.
         await asyncio.sleep(0)
