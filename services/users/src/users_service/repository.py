@@ -21,10 +21,6 @@ class UserRepository:
     def __init__(self, session: AsyncSession) -> None:
         self.session = session
 
-    async def get(self, user_id: uuid.UUID) -> User | None:
-        """A profile by id."""
-        return await self.session.scalar(select(User).where(User.id == user_id))
-
     async def get_for_update(self, user_id: uuid.UUID) -> User | None:
         """A profile by id, row-locked until the transaction ends (writes read it this way)."""
         return await self.session.scalar(select(User).where(User.id == user_id).with_for_update())
