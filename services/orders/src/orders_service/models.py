@@ -109,6 +109,11 @@ class OrderItem(Base):
         return self.unit_price * self.quantity
 
 
+# The tables themselves, for the statements the hot paths build once (see repository.py).
+orders = Base.metadata.tables[Order.__tablename__]
+order_items = Base.metadata.tables[OrderItem.__tablename__]
+
+
 class IdempotencyRecord(Base):
     """The first response to a (user, Idempotency-Key) pair, replayed for repeats."""
 

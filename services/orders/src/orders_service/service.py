@@ -1,7 +1,8 @@
 """The rules of the orders service: placing, reading, cancelling orders and applying payments.
 
-Functions here flush; the caller's unit of work (the request's session or the consumer's
-transaction) commits, so the state change and the events it records land together or not at all.
+Functions here write through the repository; the caller's transaction (the request's session or
+the consumer's) commits, so the state change and the events it records land together or not at
+all.
 """
 
 from __future__ import annotations
@@ -14,7 +15,6 @@ from decimal import Decimal
 
 import orjson
 from sqlalchemy.ext.asyncio import AsyncSession
-from sqlalchemy.orm.exc import StaleDataError
 
 from orders_service.domain import OrderStatus, can_transition
 from orders_service.errors import (
@@ -104,12 +104,14 @@ async def create_order(
         status=OrderStatus.PENDING.value,
         currency=order_in.currency,
         total_amount=order_in.total_amount(),
+        version=1,
         created_at=now,
         updated_at=now,
     )
     order.items = [
         OrderItem(
             id=uuid.uuid4(),
+            order_id=order.id,
             position=position,
             sku=item.sku,
             quantity=item.quantity,
@@ -117,8 +119,7 @@ async def create_order(
         )
         for position, item in enumerate(order_in.items)
     ]
-    repository.add(order)
-    await repository.flush()
+    await repository.insert(order)
     await outbox.add(
         session,
         OrderCreated(
@@ -200,12 +201,10 @@ def transition(order: Order, target: OrderStatus, *, reason: str | None = None) 
         order.status_reason = reason
 
 
-async def save(repository: OrderRepository) -> None:
-    """Flush; a concurrent change of the same order (stale version) becomes a 409."""
-    try:
-        await repository.flush()
-    except StaleDataError as exc:
-        raise OrderConcurrentlyModified() from exc
+async def save(repository: OrderRepository, order: Order) -> None:
+    """Write the order's change; a concurrent change of it (stale version) becomes a 409."""
+    if not await repository.save(order):
+        raise OrderConcurrentlyModified()
 
 
 async def cancel_order(
@@ -220,7 +219,7 @@ async def cancel_order(
     reason = REASON_CANCELLED_BY_USER if by_owner else REASON_CANCELLED_BY_ADMIN
     if order.order_status is OrderStatus.CONFIRMED:
         transition(order, OrderStatus.REFUND_PENDING, reason=reason)
-        await save(repository)
+        await save(repository, order)
         await _request_refund(
             session,
             outbox,
@@ -232,7 +231,7 @@ async def cancel_order(
         )
     else:
         transition(order, OrderStatus.CANCELLED, reason=reason)
-        await save(repository)
+        await save(repository, order)
         await _record_cancelled(session, outbox, order, reason)
     return order
 
@@ -250,7 +249,7 @@ async def apply_payment_succeeded(
     if status is OrderStatus.PENDING and _matches(order, payment):
         transition(order, OrderStatus.CONFIRMED)
         order.payment_id = payment.payment_id
-        await save(repository)
+        await save(repository, order)
         await outbox.add(
             session,
             OrderConfirmed(
@@ -283,7 +282,7 @@ async def apply_payment_succeeded(
     if order.payment_id is None:
         order.payment_id = payment.payment_id
         order.updated_at = utc_now()
-    await save(repository)
+        await save(repository, order)
     if reason == REASON_AMOUNT_MISMATCH:
         await _record_failed(session, outbox, order, reason)
     await _request_refund(
@@ -307,7 +306,7 @@ async def apply_payment_failed(
         log.info("order.payment_failure_ignored", order_id=str(order.id), status=order.status)
         return
     transition(order, OrderStatus.FAILED, reason=payment.reason)
-    await save(repository)
+    await save(repository, order)
     await _record_failed(session, outbox, order, payment.reason)
 
 
@@ -322,7 +321,7 @@ async def apply_payment_refunded(*, session: AsyncSession, refund: PaymentRefund
     order = await _order_for_event(repository, refund.order_id)
     if order.order_status is OrderStatus.REFUND_PENDING and order.payment_id == refund.payment_id:
         transition(order, OrderStatus.REFUNDED)
-        await save(repository)
+        await save(repository, order)
         log.info("order.refunded", order_id=str(order.id), payment_id=str(refund.payment_id))
         return
     log.info(
@@ -341,8 +340,7 @@ async def cancel_orders_of_deleted_user(
     orders = await repository.pending_for_user(user_id)
     for order in orders:
         transition(order, OrderStatus.CANCELLED, reason=REASON_USER_DELETED)
-    await save(repository)
-    for order in orders:
+        await save(repository, order)
         await _record_cancelled(session, outbox, order, REASON_USER_DELETED)
     log.info("order.user_orders_cancelled", user_id=str(user_id), cancelled=len(orders))
     return len(orders)

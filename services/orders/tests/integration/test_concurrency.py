@@ -32,10 +32,10 @@ class TestOptimisticConcurrency:
             transition(mine, OrderStatus.CANCELLED, reason="cancelled_by_user")
             transition(theirs, OrderStatus.CONFIRMED)
 
-            await save(OrderRepository(first))
+            await save(OrderRepository(first), mine)
             await first.commit()
             with pytest.raises(OrderConcurrentlyModified) as raised:
-                await save(OrderRepository(second))
+                await save(OrderRepository(second), theirs)
             await second.rollback()
         finally:
             await first.close()
@@ -59,9 +59,9 @@ class TestOptimisticConcurrency:
             assert theirs is not None
             transition(mine, OrderStatus.CANCELLED)
             transition(theirs, OrderStatus.FAILED)
-            await save(OrderRepository(first))  # holds the row lock until commit
+            await save(OrderRepository(first), mine)  # holds the row lock until commit
 
-            blocked = asyncio.create_task(save(OrderRepository(second)))
+            blocked = asyncio.create_task(save(OrderRepository(second), theirs))
             await asyncio.sleep(0.2)
             assert not blocked.done()
             await first.commit()

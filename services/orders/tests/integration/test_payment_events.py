@@ -7,7 +7,6 @@ import uuid
 from decimal import Decimal
 
 from orders_service.models import Order, OrderItem
-from orders_service.repository import OrderRepository
 from servicekit.events import (
     OrderConfirmed,
     OrderFailed,
@@ -188,7 +187,7 @@ class TestPaymentEvents:
                 total_amount=Decimal("7.50"),
             )
             order.items = [OrderItem(position=0, sku="X", quantity=3, unit_price=Decimal("2.50"))]
-            OrderRepository(session).add(order)
+            session.add(order)
 
         confirmed = await orders.wait_for_status(user_id, str(order_id), "confirmed", timeout=8)
         assert confirmed["payment_id"] == str(payment.payment_id)
