@@ -103,3 +103,7 @@ class Notification(Base):
     # dispatcher) logs and traces as part of the order or registration that caused it.
     correlation_id: Mapped[str | None] = mapped_column(String(200))
     traceparent: Mapped[str | None] = mapped_column(String(100))
+
+
+# The table itself, for the statements the per-email path builds once (see repository.py).
+notifications = Base.metadata.tables[Notification.__tablename__]

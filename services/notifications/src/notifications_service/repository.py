@@ -6,16 +6,82 @@ import uuid
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 
-from sqlalchemy import ColumnElement, case, delete, func, literal, select, text, tuple_, update
+from sqlalchemy import (
+    ColumnElement,
+    Interval,
+    bindparam,
+    case,
+    delete,
+    func,
+    literal,
+    select,
+    text,
+    tuple_,
+    update,
+)
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from notifications_service.models import DeliveryStatus, ErasedUser, Notification, UserContact
+from notifications_service.models import (
+    DeliveryStatus,
+    ErasedUser,
+    Notification,
+    UserContact,
+    notifications,
+)
 from servicekit import tracecontext
 from servicekit.logging import current_correlation_id
 
 DISPATCH_CHANNEL = "notifications_due"
 _OPEN = (DeliveryStatus.PENDING.value, DeliveryStatus.SENDING.value)
+
+# Every email runs the same statements: its contact read, its row recorded, its delivery marked.
+# They are built once with bound parameters: built per email with the values in them,
+# SQLAlchemy walked each again for its cache key, which cost more CPU than the round trip.
+_CONTACT = select(UserContact).where(UserContact.user_id == bindparam("user_id"))
+_CONTACT_SHARED = _CONTACT.with_for_update(read=True)
+_PENDING_COLUMNS = (
+    "id",
+    "user_id",
+    "event_id",
+    "event_type",
+    "template",
+    "recipient",
+    "recipient_name",
+    "subject",
+    "body_text",
+    "body_html",
+    "correlation_id",
+    "traceparent",
+)
+# One round trip: the row, and (only if it was new) the wake-up the dispatchers get at commit.
+_ADDED = (
+    insert(notifications)
+    .values(
+        {
+            **{
+                name: bindparam(name, type_=notifications.c[name].type) for name in _PENDING_COLUMNS
+            },
+            "deliver_by": func.now() + bindparam("deliver_within", type_=Interval()),
+        }
+    )
+    .on_conflict_do_nothing(index_elements=[notifications.c.event_id, notifications.c.template])
+    .returning(notifications.c.id)
+    .cte("added")
+)
+_ADD_PENDING = select(_ADDED.c.id, func.pg_notify(DISPATCH_CHANNEL, literal(""))).select_from(
+    _ADDED
+)
+_MARK_SENT = (
+    update(notifications)
+    .where(
+        notifications.c.id == bindparam("notification_id"),
+        notifications.c.status == DeliveryStatus.SENDING.value,
+        notifications.c.attempts == bindparam("attempt"),
+    )
+    .values(status=DeliveryStatus.SENT.value, sent_at=func.now(), last_error=None)
+    .returning(notifications.c.id)
+)
 
 
 class ContactRepository:
@@ -52,10 +118,8 @@ class ContactRepository:
 
     async def get(self, user_id: uuid.UUID, *, lock: bool = False) -> UserContact | None:
         """The user's contact; ``lock`` holds a share lock so an erasure waits for us."""
-        stmt = select(UserContact).where(UserContact.user_id == user_id)
-        if lock:
-            stmt = stmt.with_for_update(read=True)
-        return await self.session.scalar(stmt)
+        stmt = _CONTACT_SHARED if lock else _CONTACT
+        return await self.session.scalar(stmt, {"user_id": user_id})
 
     async def erase(self, *, user_id: uuid.UUID, erased_at: datetime) -> None:
         """Forget the user's contact and remember only that the id was erased."""
@@ -85,34 +149,27 @@ class NotificationRepository:
         body_html: str,
         deliver_within: timedelta,
     ) -> uuid.UUID | None:
-        """Record a notification to send; None when this (event, template) is already recorded."""
-        stmt = (
-            insert(Notification)
-            .values(
-                id=uuid.uuid4(),
-                user_id=user_id,
-                event_id=event_id,
-                event_type=event_type,
-                template=template,
-                recipient=recipient,
-                recipient_name=recipient_name,
-                subject=subject,
-                body_text=body_text,
-                body_html=body_html,
-                deliver_by=func.now() + deliver_within,
-                correlation_id=current_correlation_id(),
-                traceparent=tracecontext.current_traceparent(),
-            )
-            .on_conflict_do_nothing(index_elements=[Notification.event_id, Notification.template])
-            .returning(Notification.id)
-        )
-        return await self.session.scalar(stmt)
+        """Record a notification to send; None when this (event, template) is already recorded.
 
-    async def wake_dispatchers(self) -> None:
-        """Ask every instance's dispatcher to look for due rows once this transaction commits."""
-        await self.session.execute(
-            text("SELECT pg_notify(:channel, '')"), {"channel": DISPATCH_CHANNEL}
-        )
+        A new row wakes every instance's dispatcher once this transaction commits.
+        """
+        params = {
+            "id": uuid.uuid4(),
+            "user_id": user_id,
+            "event_id": event_id,
+            "event_type": event_type,
+            "template": template,
+            "recipient": recipient,
+            "recipient_name": recipient_name,
+            "subject": subject,
+            "body_text": body_text,
+            "body_html": body_html,
+            "correlation_id": current_correlation_id(),
+            "traceparent": tracecontext.current_traceparent(),
+            "deliver_within": deliver_within,
+        }
+        added: uuid.UUID | None = await self.session.scalar(_ADD_PENDING, params)
+        return added
 
     async def get_for_user(
         self, *, notification_id: uuid.UUID, user_id: uuid.UUID
@@ -172,14 +229,7 @@ class NotificationRepository:
     async def mark_sent(self, *, notification_id: uuid.UUID, attempt: int) -> bool:
         """Record the server's acceptance of the claimed attempt."""
         result = await self.session.execute(
-            update(Notification)
-            .where(
-                Notification.id == notification_id,
-                Notification.status == DeliveryStatus.SENDING.value,
-                Notification.attempts == attempt,
-            )
-            .values(status=DeliveryStatus.SENT.value, sent_at=func.now(), last_error=None)
-            .returning(Notification.id)
+            _MARK_SENT, {"notification_id": notification_id, "attempt": attempt}
         )
         return result.first() is not None
 

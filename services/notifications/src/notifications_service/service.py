@@ -223,7 +223,6 @@ async def _record(
     if notification_id is None:
         log.info("notification.already_recorded", template=template)
         return
-    await notifications.wake_dispatchers()
     log.info(
         "notification.recorded",
         notification_id=str(notification_id),

@@ -17,6 +17,18 @@ from svctools.smtp_sink import SmtpSink  # type: ignore[import-untyped]
 from .conftest import Shop, StartShop, eventually, new_email
 
 
+class TestWakeUp:
+    async def test_a_recorded_email_is_sent_at_once_not_at_the_next_poll(
+        self, start_shop: StartShop, sink: SmtpSink
+    ) -> None:
+        # The dispatcher's fallback poll is a minute away: only the wake-up the recording
+        # transaction sends at commit gets the email out within the wait below.
+        shop = await start_shop(dispatch_poll_seconds=60.0)
+        _user_id, email = await shop.register()
+
+        await shop.wait_for_mail(email, "Welcome", timeout=5.0)
+
+
 class TestSmtpOutage:
     async def test_mail_recorded_while_smtp_is_down_is_delivered_once_when_it_is_back(
         self, shop: Shop, sink: SmtpSink
