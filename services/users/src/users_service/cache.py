@@ -136,6 +136,7 @@ class UserCache:
         wait_ms: int = 1000,
         poll_ms: int = 15,
         breaker: CircuitBreaker | None = None,
+        remembered_entries: int = 10_000,
     ) -> None:
         self.redis = redis
         # Where every request's lookup goes (one pipelined connection); misses, fills and
@@ -159,6 +160,10 @@ class UserCache:
         self._fill = redis.register_script(_FILL)
         self._flights: dict[tuple[uuid.UUID, str], asyncio.Task[CachedProfile | None]] = {}
         self._background: set[asyncio.Task[None]] = set()
+        # Entries already validated, by their exact bytes: a hot profile comes back from Redis
+        # identical on every read, and validating the same bytes again gives the same answer.
+        self.remembered_entries = remembered_entries
+        self._validated: dict[bytes, CachedProfile] = {}
         expose_cache_metrics()
 
     async def get(self, user_id: uuid.UUID, load: Loader) -> CachedProfile | None:
@@ -293,14 +298,22 @@ class UserCache:
 
     async def _parse(self, keys: CacheKeys, raw: bytes | str) -> CachedProfile | None:
         data = raw.encode() if isinstance(raw, str) else raw
+        known = self._validated.get(data)
+        if known is not None:
+            return known
         try:
-            return CachedProfile(UserRead.model_validate_json(data), data)
+            profile = CachedProfile(UserRead.model_validate_json(data), data)
         except ValidationError:
             # Written by an incompatible version of this service: drop it and read afresh.
             log.warning("cache.unreadable_entry", key=keys.value)
             with contextlib.suppress(_RedisUnusableError):
                 await self._call("evict", lambda: self.redis.delete(keys.value))
             return None
+        if self.remembered_entries > 0:
+            while len(self._validated) >= self.remembered_entries:
+                del self._validated[next(iter(self._validated))]  # the oldest
+            self._validated[data] = profile
+        return profile
 
     # --- invalidation ----------------------------------------------------------------------
 

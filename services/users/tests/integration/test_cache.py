@@ -106,6 +106,70 @@ class TestCacheEntries:
             ok = schema["paths"][path]["get"]["responses"]["200"]["content"]["application/json"]
             assert ok["schema"] == {"$ref": "#/components/schemas/UserRead"}
 
+    async def test_an_entry_this_version_cannot_read_is_dropped_and_read_afresh(
+        self,
+        settings: Settings,
+        app_factory: Callable[[Settings], FastAPI],
+        token_minter: TokenMinter,
+    ) -> None:
+        app = app_factory(settings)
+        async with running(app) as client:
+            user_id = await create_profile(app, name="Fresh")
+            headers = token_minter.headers(user_id)
+            keys = CacheKeys.of(user_id)
+            redis_client = resources_of(app).redis
+            await redis_client.set(keys.value, b'{"id": "not a profile"}', ex=300)
+
+            with captured_lines() as lines:
+                first = await client.get("/users/me", headers=headers)
+            refilled = await redis_client.get(keys.value)
+
+        assert first.status_code == 200
+        assert first.json()["name"] == "Fresh"
+        assert any(line.get("event") == "cache.unreadable_entry" for line in lines)
+        assert refilled is not None
+        assert UserRead.model_validate_json(refilled).name == "Fresh"
+
+    async def test_an_entry_is_validated_once_until_its_bytes_change(
+        self,
+        settings: Settings,
+        app_factory: Callable[[Settings], FastAPI],
+        token_minter: TokenMinter,
+        monkeypatch: pytest.MonkeyPatch,
+    ) -> None:
+        validated: list[bytes] = []
+        validate = UserRead.model_validate_json
+
+        def counting(data: Any, **kwargs: Any) -> UserRead:
+            validated.append(bytes(data))
+            return validate(data, **kwargs)
+
+        monkeypatch.setattr(UserRead, "model_validate_json", counting)
+        app = app_factory(settings)
+        async with running(app) as client:
+            user_id = await create_profile(app, name="Before")
+            headers = token_minter.headers(user_id)
+            await client.get("/users/me", headers=headers)  # the miss fills the entry
+            hits = [await client.get("/users/me", headers=headers) for _ in range(3)]
+            after_hits = len(validated)
+            await client.patch("/users/me", headers=headers, json={"name": "After"})
+            await client.get("/users/me", headers=headers)  # a miss again
+            changed = [await client.get("/users/me", headers=headers) for _ in range(2)]
+            after_change = list(validated)
+            cache = resources_of(app).cache
+            cache.remembered_entries = 1
+            other = await create_profile(app, name="Other")
+            for _ in range(2):
+                await client.get(f"/users/{other}", headers=token_minter.headers(other))
+            remembered = len(cache._validated)
+
+        assert [hit.json()["name"] for hit in hits] == ["Before"] * 3
+        assert after_hits == 1
+        assert [hit.json()["name"] for hit in changed] == ["After"] * 2
+        assert len(after_change) == 2
+        assert b'"After"' in after_change[1]
+        assert remembered == 1
+
 
 def lookups(metrics: str) -> dict[str, float]:
     """users_cache_lookups_total by result, from a /metrics page."""
