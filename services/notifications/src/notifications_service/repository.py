@@ -37,7 +37,7 @@ _OPEN = (DeliveryStatus.PENDING.value, DeliveryStatus.SENDING.value)
 
 # Every email runs the same statements: its contact read, its row recorded, its delivery marked.
 # They are built once with bound parameters: built per email with the values in them,
-# SQLAlchemy walked each again for its cache key, which cost more CPU than the round trip.
+# SQLAlchemy walked each again for its cache key every time.
 _CONTACT = select(UserContact).where(UserContact.user_id == bindparam("user_id"))
 _CONTACT_SHARED = _CONTACT.with_for_update(read=True)
 _PENDING_COLUMNS = (
