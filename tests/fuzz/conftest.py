@@ -25,9 +25,10 @@ import schemathesis
 from e2e.conftest import System
 from schemathesis import AuthContext, Case
 from schemathesis.schemas import BaseSchema
-from security.forgery import Forger
 from security.helpers import User, register
 from security.running import shared_system
+
+from servicekit.testing.forgery import Forger
 
 EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "10"))
 

@@ -8,7 +8,8 @@ import httpx
 import pytest
 from e2e.conftest import System
 
-from .forgery import Forger
+from servicekit.testing.forgery import Forger
+
 from .helpers import User, register
 from .running import shared_system
 

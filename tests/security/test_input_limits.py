@@ -15,9 +15,9 @@ from dataclasses import dataclass
 import httpx
 import pytest
 
+from servicekit.testing.forgery import Forger
 from svctools.launcher import DEV_WEBHOOK_SECRET
 
-from .forgery import Forger
 from .helpers import WEBHOOK_SIGNATURE_HEADER, User, assert_error_envelope, sign_webhook
 
 LISTS = ["/orders", "/payments", "/notifications", "/auth/sessions", "/users"]

@@ -11,7 +11,8 @@ import uuid
 import httpx
 import pytest
 
-from .forgery import ATTACKS, Forger
+from servicekit.testing.forgery import ATTACKS, Forger
+
 from .helpers import User, assert_error_envelope
 
 # One protected endpoint of each service, as a client reaches it through the gateway.

@@ -9,7 +9,8 @@ import uuid
 
 import httpx
 
-from .forgery import claims_of
+from servicekit.testing.forgery import claims_of
+
 from .helpers import PASSWORD, User, assert_error_envelope, eventually, new_email, place_order
 
 

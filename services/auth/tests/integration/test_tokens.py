@@ -19,10 +19,10 @@ from joserfc.jwk import KeySet
 from auth_service import cli
 from auth_service.config import Settings
 from auth_service.main import create_app
+from servicekit.testing.forgery import Forger
 from servicekit.testing.plugin import serve_app
 from tests.conftest import Registrar
 from tests.helpers import GOOD_PASSWORD
-from tests.jwt_forgery import Forger
 
 PROTECTED = "/auth/sessions"
 
