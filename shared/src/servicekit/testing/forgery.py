@@ -23,7 +23,7 @@ import jwt
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from servicekit.testing.tokens import AUDIENCE, ISSUER
+from servicekit.testing.tokens import AUDIENCE, ISSUER, access_claims
 
 
 def b64url(data: bytes) -> str:
@@ -95,17 +95,9 @@ class Forger:
 
     def claims(self, user_id: uuid.UUID | str, ttl: int = 300, **overrides: Any) -> dict[str, Any]:
         """Auth-shaped claims; an override of None removes the claim."""
-        now = int(time.time())
-        claims: dict[str, Any] = {
-            "iss": self.issuer,
-            "aud": self.audience,
-            "sub": str(user_id),
-            "iat": now,
-            "nbf": now,
-            "exp": now + ttl,
-            "jti": uuid.uuid4().hex,
-            "roles": ["user"],
-        }
+        claims = access_claims(
+            user_id, issuer=self.issuer, audience=self.audience, ttl=ttl, roles=["user"]
+        )
         for name, value in overrides.items():
             if value is None:
                 claims.pop(name, None)

@@ -17,6 +17,23 @@ ISSUER = "urn:shop:auth"
 AUDIENCE = "urn:shop:api"
 
 
+def access_claims(
+    user_id: uuid.UUID | str, *, issuer: str, audience: str, ttl: int, roles: Iterable[str]
+) -> dict[str, Any]:
+    """The claims auth puts in an access token issued now."""
+    now = int(time.time())
+    return {
+        "iss": issuer,
+        "aud": audience,
+        "sub": str(user_id),
+        "iat": now,
+        "nbf": now,
+        "exp": now + ttl,
+        "jti": uuid.uuid4().hex,
+        "roles": list(roles),
+    }
+
+
 class TokenMinter:
     """Mints RS256 access tokens shaped like auth's, with its JWKS written to a file."""
 
@@ -35,17 +52,9 @@ class TokenMinter:
         self, user_id: uuid.UUID, roles: Iterable[str] = (), ttl: int = 600
     ) -> dict[str, Any]:
         """The claims auth puts in an access token."""
-        now = int(time.time())
-        return {
-            "iss": self.issuer,
-            "aud": self.audience,
-            "sub": str(user_id),
-            "iat": now,
-            "nbf": now,
-            "exp": now + ttl,
-            "jti": uuid.uuid4().hex,
-            "roles": list(roles),
-        }
+        return access_claims(
+            user_id, issuer=self.issuer, audience=self.audience, ttl=ttl, roles=roles
+        )
 
     def mint(
         self,
