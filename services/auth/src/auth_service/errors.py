@@ -94,13 +94,6 @@ class CredentialsInQuery(BadRequest):
     message = "Credentials must be sent in the request body, never in the URL."
 
 
-class InvalidCursor(UnprocessableEntity):
-    """422: a list cursor that this service did not issue."""
-
-    code = "invalid_cursor"
-    message = "The cursor is malformed."
-
-
 class SessionNotFound(NotFound):
     """404: no such session of the caller."""
 

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import base64
-import binascii
-import json
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -16,7 +13,6 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from auth_service.errors import (
     EmailAlreadyRegistered,
     InvalidCredentials,
-    InvalidCursor,
     InvalidRefreshToken,
     RefreshTokenReused,
     SessionNotFound,
@@ -29,6 +25,7 @@ from servicekit.errors import Unauthorized
 from servicekit.events import SessionRevoked, UserRegistered
 from servicekit.logging import get_logger
 from servicekit.outbox import Outbox
+from servicekit.pagination import decode_cursor, encode_cursor
 from servicekit.security import Principal
 
 if TYPE_CHECKING:
@@ -314,35 +311,18 @@ async def purge_sessions(*, session: AsyncSession, older_than: datetime) -> None
 # --- the caller's sessions -------------------------------------------------------------------
 
 
-def _encode_cursor(family: RefreshFamily) -> str:
-    raw = json.dumps({"c": family.created_at.isoformat(), "i": str(family.id)})
-    return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
-
-
-def _decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
-    try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
-        data = json.loads(raw)
-        created_at = datetime.fromisoformat(data["c"])
-        if created_at.tzinfo is None:
-            raise ValueError("naive time")
-        return created_at, uuid.UUID(data["i"])
-    except (binascii.Error, ValueError, KeyError, TypeError, UnicodeDecodeError):
-        raise InvalidCursor() from None
-
-
 async def list_sessions(
     *, session: AsyncSession, principal: Principal, limit: int, cursor: str | None
 ) -> SessionList:
     """The caller's active sessions, newest first."""
-    after = _decode_cursor(cursor) if cursor else None
+    after = decode_cursor(cursor) if cursor else None
     tokens = RefreshTokenRepository(session)
     families = await tokens.list_active_families(
         user_id=principal.user_id, now=datetime.now(UTC), limit=limit + 1, after=after
     )
     current = await tokens.family_id_of_access_token(principal.jti)
     page = families[:limit]
-    next_cursor = _encode_cursor(page[-1]) if len(families) > limit else None
+    next_cursor = encode_cursor(page[-1].created_at, page[-1].id) if len(families) > limit else None
     return SessionList(
         items=[SessionView(family=f, current=f.id == current) for f in page],
         next_cursor=next_cursor,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 
-from servicekit.errors import NotFound, UnprocessableEntity
+from servicekit.errors import NotFound
 
 
 class NotificationNotFound(NotFound):
@@ -12,13 +12,6 @@ class NotificationNotFound(NotFound):
 
     code = "notification_not_found"
     message = "The notification was not found."
-
-
-class InvalidCursor(UnprocessableEntity):
-    """422: the cursor was not produced by this list."""
-
-    code = "invalid_cursor"
-    message = "The cursor is malformed."
 
 
 class RecipientUnknown(Exception):  # noqa: N818 - a condition to wait out, not a bug

@@ -2,19 +2,16 @@
 
 from __future__ import annotations
 
-import base64
-import binascii
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import timedelta
 from decimal import Decimal
 from typing import Any
 
-import orjson
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from notifications_service.errors import InvalidCursor, NotificationNotFound, RecipientUnknown
+from notifications_service.errors import NotificationNotFound, RecipientUnknown
 from notifications_service.models import Notification
 from notifications_service.rendering import EmailRenderer
 from notifications_service.repository import ContactRepository, NotificationRepository
@@ -30,6 +27,7 @@ from servicekit.events import (
     UserUpdated,
 )
 from servicekit.logging import get_logger
+from servicekit.pagination import decode_cursor, encode_cursor
 
 log = get_logger(__name__)
 
@@ -258,23 +256,3 @@ async def list_notifications(
     has_more = len(rows) > limit
     next_cursor = encode_cursor(items[-1].created_at, items[-1].id) if has_more else None
     return Page(items=items, next_cursor=next_cursor)
-
-
-def encode_cursor(created_at: datetime, notification_id: uuid.UUID) -> str:
-    """An opaque cursor pointing just after this row."""
-    raw = orjson.dumps([created_at.isoformat(), str(notification_id)])
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
-
-
-def decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
-    """The position a cursor points at; InvalidCursor when it is not one of ours."""
-    try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
-        created_at_text, id_text = orjson.loads(raw)
-        created_at = datetime.fromisoformat(created_at_text)
-        notification_id = uuid.UUID(id_text)
-    except (binascii.Error, ValueError, TypeError, orjson.JSONDecodeError):
-        raise InvalidCursor() from None
-    if created_at.tzinfo is None:
-        raise InvalidCursor()
-    return created_at, notification_id

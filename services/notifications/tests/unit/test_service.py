@@ -1,42 +1,12 @@
-"""Pure pieces of the service: cursors, the dispatcher's backoff, the API's status."""
+"""Pure pieces of the service: the dispatcher's backoff, the API's status."""
 
 from __future__ import annotations
 
 import uuid
 from datetime import UTC, datetime
 
-import pytest
-
 from notifications_service.dispatcher import backoff
-from notifications_service.errors import InvalidCursor
 from notifications_service.schemas import NotificationRead
-from notifications_service.service import decode_cursor, encode_cursor
-
-
-class TestCursor:
-    def test_round_trips_time_and_id(self) -> None:
-        created_at = datetime(2026, 11, 26, 10, 0, 0, 123456, tzinfo=UTC)
-        notification_id = uuid.uuid4()
-        cursor = encode_cursor(created_at, notification_id)
-        assert decode_cursor(cursor) == (created_at, notification_id)
-        assert "=" not in cursor
-
-    @pytest.mark.parametrize(
-        "cursor",
-        [
-            "garbage!",
-            "W10",  # []
-            "eyJhIjoxfQ",  # {"a":1}
-            "WyJ4IiwieSJd",  # ["x","y"]
-            "WyIyMDI2LTExLTI2VDEwOjAwOjAwIiwieCJd",  # naive time, bad id
-            "WzEsMl0",  # [1,2]
-            "é",
-            "",
-        ],
-    )
-    def test_anything_else_is_invalid(self, cursor: str) -> None:
-        with pytest.raises(InvalidCursor):
-            decode_cursor(cursor)
 
 
 class TestBackoff:

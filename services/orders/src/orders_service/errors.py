@@ -4,7 +4,7 @@
 
 from __future__ import annotations
 
-from servicekit.errors import Conflict, NotFound, UnprocessableEntity
+from servicekit.errors import Conflict, NotFound
 
 
 class OrderNotFound(NotFound):
@@ -33,13 +33,6 @@ class IdempotencyKeyReused(Conflict):
 
     code = "idempotency_key_reused"
     message = "This Idempotency-Key was already used with a different request."
-
-
-class InvalidCursor(UnprocessableEntity):
-    """422: the pagination cursor was not produced by us."""
-
-    code = "invalid_cursor"
-    message = "The cursor is malformed."
 
 
 class OrderNotYetKnown(LookupError):

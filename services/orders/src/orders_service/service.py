@@ -25,7 +25,6 @@ from orders_service.errors import (
     OrderNotYetKnown,
 )
 from orders_service.models import Order, OrderItem, utc_now
-from orders_service.pagination import decode_cursor, encode_cursor
 from orders_service.repository import OrderRepository
 from orders_service.schemas import OrderCreate, OrderRead
 from servicekit.events import (
@@ -41,6 +40,7 @@ from servicekit.events import (
 )
 from servicekit.logging import get_logger
 from servicekit.outbox import Outbox
+from servicekit.pagination import decode_cursor, encode_cursor
 from servicekit.security import Principal
 
 log = get_logger(__name__)

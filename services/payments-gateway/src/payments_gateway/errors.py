@@ -4,7 +4,7 @@
 
 from __future__ import annotations
 
-from servicekit.errors import AppError, BadRequest, Conflict, NotFound, UnprocessableEntity
+from servicekit.errors import AppError, BadRequest, Conflict, NotFound
 
 
 class PaymentNotFound(NotFound):
@@ -12,13 +12,6 @@ class PaymentNotFound(NotFound):
 
     code = "payment_not_found"
     message = "The payment was not found."
-
-
-class InvalidCursor(UnprocessableEntity):
-    """The pagination cursor was not issued by this service."""
-
-    code = "invalid_cursor"
-    message = "The cursor is malformed."
 
 
 class InvalidWebhookSignature(AppError):

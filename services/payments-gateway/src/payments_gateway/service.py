@@ -68,7 +68,6 @@ from payments_gateway.errors import (
     WebhookReplayed,
 )
 from payments_gateway.models import FailureReason, Payment, PaymentStatus
-from payments_gateway.pagination import decode_cursor, encode_cursor
 from payments_gateway.provider import (
     ChargeDeclined,
     ChargeRequest,
@@ -89,6 +88,7 @@ from servicekit.events import (
 )
 from servicekit.logging import get_logger
 from servicekit.outbox import Outbox
+from servicekit.pagination import decode_cursor, encode_cursor
 from servicekit.security import Principal
 
 log = get_logger(__name__)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from servicekit.errors import Forbidden, NotFound, UnprocessableEntity
+from servicekit.errors import Forbidden, NotFound
 
 
 class ProfileNotFound(NotFound):
@@ -24,10 +24,3 @@ class AdminOnly(Forbidden):
 
     code = "admin_only"
     message = "Only administrators may do this."
-
-
-class InvalidCursor(UnprocessableEntity):
-    """The ``cursor`` query parameter is not one this service handed out."""
-
-    code = "invalid_cursor"
-    message = "The cursor is malformed."

@@ -11,7 +11,6 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from users_service.cache import CachedProfile, UserCache
 from users_service.models import DeletedUser, User, users
-from users_service.pagination import Position
 from users_service.schemas import UserRead
 
 
@@ -64,13 +63,11 @@ class UserRepository:
         """True when a profile with this id existed and was deleted."""
         return bool(await self.session.scalar(select(exists().where(DeletedUser.id == user_id))))
 
-    async def page(self, *, after: Position | None, limit: int) -> list[User]:
+    async def page(self, *, after: tuple[datetime, uuid.UUID] | None, limit: int) -> list[User]:
         """Up to ``limit`` profiles older than ``after``, newest first (keyset, no OFFSET)."""
         statement = select(User).order_by(User.created_at.desc(), User.id.desc()).limit(limit)
         if after is not None:
-            statement = statement.where(
-                tuple_(User.created_at, User.id) < tuple_(after.created_at, after.id)
-            )
+            statement = statement.where(tuple_(User.created_at, User.id) < tuple_(*after))
         return list(await self.session.scalars(statement))
 
 

@@ -9,10 +9,10 @@ from fastapi import APIRouter, Query, Request, Response, status
 
 from servicekit.deps import BEARER_SECURITY, PrincipalDep, RuntimeDep, SessionDep, principal_of
 from servicekit.errors import error_responses
+from servicekit.pagination import MAX_CURSOR_LENGTH
 from users_service import service
 from users_service.cache import CachedProfile
 from users_service.dependencies import WriteUnitDep, reader_of
-from users_service.pagination import MAX_CURSOR_LENGTH
 from users_service.schemas import UserPage, UserRead, UserUpdate
 
 router = APIRouter(prefix="/users", tags=["users"])

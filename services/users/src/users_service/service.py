@@ -10,11 +10,11 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from servicekit.events import UserDeleted, UserRegistered, UserUpdated
 from servicekit.logging import get_logger
 from servicekit.outbox import Outbox
+from servicekit.pagination import decode_cursor, encode_cursor
 from servicekit.security import Principal
 from users_service.cache import CachedProfile, PendingInvalidations
 from users_service.errors import AdminOnly, ProfileNotFound, UserNotFound
 from users_service.models import EMAIL_MAX, NAME_MAX
-from users_service.pagination import Position, decode_cursor, encode_cursor
 from users_service.repository import CachedUserReader, UserRepository
 from users_service.schemas import UserPage, UserRead, UserUpdate
 
@@ -75,7 +75,7 @@ async def list_users(
     next_cursor = None
     if len(rows) > limit:
         last = items[-1]
-        next_cursor = encode_cursor(Position(created_at=last.created_at, id=last.id))
+        next_cursor = encode_cursor(last.created_at, last.id)
     return UserPage(items=items, next_cursor=next_cursor)
 
 
