@@ -30,6 +30,14 @@ CURSORS = [
     base64.urlsafe_b64encode(b"[" * 3000).decode(),
     base64.urlsafe_b64encode(json.dumps({"t": "not a time", "id": "not an id"}).encode()).decode(),
     base64.urlsafe_b64encode(json.dumps(["2026-01-01T00:00:00\u0000", "\u0000"]).encode()).decode(),
+    # A valid time and a number for the id: the decoders once let UUID(7)'s AttributeError out.
+    base64.urlsafe_b64encode(json.dumps({"t": "2026-01-01T00:00:00+00:00", "id": 7}).encode())
+    .decode()
+    .rstrip("="),
+    base64.urlsafe_b64encode(json.dumps(["2026-01-01T00:00:00+00:00", 7]).encode()).decode(),
+    base64.urlsafe_b64encode(
+        json.dumps({"c": "2026-01-01T00:00:00+00:00", "i": 7}).encode()
+    ).decode(),
 ]
 
 
