@@ -124,7 +124,7 @@ def _read_message(path: Path) -> ReceivedMessage:
         id=path.stem,
         mail_from=str(envelope.get("mail_from", "")),
         rcpt_tos=[str(rcpt) for rcpt in envelope.get("rcpt_tos", [])],
-        subject=str(parsed.get("Subject", "")),
+        subject=_utf8(str(parsed.get("Subject", ""))),
         to=[address for _, address in email.utils.getaddresses(_header_values(parsed, "To"))],
         message_id=str(message_id).strip() if message_id is not None else None,
         text=str(text_part.get_content()) if text_part is not None else None,
@@ -138,7 +138,13 @@ def _read_message(path: Path) -> ReceivedMessage:
 
 
 def _header_values(message: email.message.Message, name: str) -> list[str]:
-    return [str(value) for value in message.get_all(name, [])]
+    return [_utf8(str(value)) for value in message.get_all(name, [])]
+
+
+def _utf8(value: str) -> str:
+    # Raw UTF-8 in a header (RFC 6532, sent with SMTPUTF8) comes out of the parser as
+    # surrogate escapes.
+    return value.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
 
 
 def _read_envelope(path: Path) -> dict[str, Any]:
@@ -210,7 +216,7 @@ class _SinkSMTP(SMTP):  # type: ignore[misc]
             handler,
             hostname=_HOSTNAME,
             ident="svctools SMTP sink",
-            enable_SMTPUTF8=True,
+            enable_SMTPUTF8=sink.smtputf8,
             auth_require_tls=False,
             authenticator=_accept_any_credentials,
         )
@@ -291,11 +297,14 @@ class SmtpSink:
         port: int = 1025,
         maildir: Path,
         http_port: int | None = None,
+        smtputf8: bool = True,
     ) -> None:
         self.host = host
         self.port = port
         self.maildir = maildir
         self.http_port = http_port
+        # Whether it offers SMTPUTF8 (UTF-8 addresses), as most servers now do.
+        self.smtputf8 = smtputf8
         self.reject = False
         self.connections = 0  # accepted since start, for tests of connection reuse
         self._handler = _MaildirHandler(self)

@@ -11,7 +11,13 @@ import aiosmtplib
 import pytest
 
 from notifications_service.config import Settings
-from notifications_service.mailer import DeliveryError, OutgoingEmail, SmtpMailer, build_message
+from notifications_service.mailer import (
+    DeliveryError,
+    OutgoingEmail,
+    SmtpMailer,
+    build_message,
+    smtputf8_bytes,
+)
 
 EVENT = uuid.UUID("9b2e0d61-2222-4222-8222-222222222222")
 
@@ -93,11 +99,22 @@ class TestBuildMessage:
         assert html is not None
         assert html.get_content() == "<p>Grüße, Zoë</p>\n"
 
-    def test_an_internationalised_address_is_refused(self) -> None:
-        # It would need SMTPUTF8; the mailer turns the ValueError into a permanent failure.
+    def test_an_internationalised_address_is_written_for_smtputf8(self) -> None:
+        message = build_message(
+            outgoing(recipient="zoë@exämple.com"), mail_from="a@b.example", domain="b.example"
+        )
+
+        raw = smtputf8_bytes(message)
+
+        # The local part as UTF-8 (RFC 6532); the domain in its IDNA form, which any server takes.
+        assert "<zoë@xn--exmple-cua.com>".encode() in raw
+        assert raw.isascii() is False
+
+    def test_a_domain_that_is_no_valid_idn_is_refused(self) -> None:
+        # The mailer turns the ValueError into a permanent failure.
         with pytest.raises(ValueError):
             build_message(
-                outgoing(recipient="zoë@exämple.com"), mail_from="a@b.example", domain="b.example"
+                outgoing(recipient="ana@exämple..com"), mail_from="a@b.example", domain="b.example"
             )
 
     def test_an_address_spanning_lines_is_refused(self) -> None:
