@@ -44,8 +44,8 @@ def simulator(system: System) -> httpx.Client:
         client.put("/__admin/faults", json={"error_rate": 0, "latency_ms": 0, "down": False})
 
 
-def register(api: httpx.Client, name: str = "Ada") -> User:
-    email = f"e2e.{uuid.uuid4().hex[:12]}@example.com"
+def register(api: httpx.Client, name: str = "Ada", *, email: str | None = None) -> User:
+    email = email or f"e2e.{uuid.uuid4().hex[:12]}@example.com"
     created = api.post("/auth/register", json={"email": email, "password": PASSWORD, "name": name})
     assert created.status_code == 201, created.text
     tokens = api.post("/auth/login", json={"email": email, "password": PASSWORD})
@@ -119,6 +119,21 @@ class TestOrderSaga:
         sink = httpx.get(f"http://127.0.0.1:{system.ports['SMTP_SINK_HTTP']}/messages").json()
         mine = [m for m in sink if user.email in " ".join(m["rcpt_tos"])]
         assert len(mine) == 2
+
+    def test_an_international_address_gets_its_mail(
+        self, api: httpx.Client, system: System
+    ) -> None:
+        local = f"zoë.{uuid.uuid4().hex[:8]}"
+        user = register(api, "Zoë", email=f"{local}@bücher.example")
+
+        def sent() -> list[dict[str, Any]]:
+            items = api.get("/notifications", headers=user.auth).json()["items"]
+            return items if items and all(i["status"] == "sent" for i in items) else []
+
+        assert eventually(sent, 10), api.get("/notifications", headers=user.auth).text
+        sink = httpx.get(f"http://127.0.0.1:{system.ports['SMTP_SINK_HTTP']}/messages").json()
+        mine = [m for m in sink if m["rcpt_tos"] == [f"{local}@xn--bcher-kva.example"]]
+        assert [m["subject"] for m in mine] == ["Welcome, Zoë"]
 
     def test_decline_fails_the_order_with_the_reason_on_the_payment(
         self, api: httpx.Client, simulator: httpx.Client
