@@ -184,7 +184,12 @@ class SmtpMailer:
                     self._sender, [recipient], utf8, mail_options=["SMTPUTF8"]
                 )
         except aiosmtplib.SMTPNotSupported as exc:
-            # Only SMTPUTF8 is asked for here: this server cannot take this address, ever.
+            if utf8 is None or connection is None:
+                # Connecting (STARTTLS not offered, say): a configuration the server may change.
+                _close(connection)
+                raise DeliveryError(_describe(exc), permanent=False) from exc
+            # The server does not offer SMTPUTF8, so it can never take this address. Nothing
+            # was sent yet: the connection is as good as before.
             await self._keep_or_quit(connection)
             raise DeliveryError(_describe(exc), permanent=True) from exc
         except aiosmtplib.SMTPException as exc:
