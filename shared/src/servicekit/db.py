@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Iterable
 from typing import Any
 
 import asyncpg
-from sqlalchemy import MetaData, event, text
+from sqlalchemy import BindParameter, MetaData, Table, bindparam, event, text
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.ext.asyncio import (
@@ -29,6 +30,18 @@ NAMING_CONVENTION = {
 def new_metadata() -> MetaData:
     """A MetaData with stable constraint names, so Alembic migrations stay reproducible."""
     return MetaData(naming_convention=NAMING_CONVENTION)
+
+
+def bound_values(
+    table: Table, names: Iterable[str], *, prefix: str = ""
+) -> dict[str, BindParameter[Any]]:
+    """``{column: bound parameter}`` for a statement built once and run with values per call.
+
+    A statement built per call with its values in it is walked again for SQLAlchemy's cache
+    key on every execution; one built once with these is not. ``prefix`` names the parameters
+    apart from the columns (an UPDATE's SET keeps a column's own name for itself).
+    """
+    return {name: bindparam(f"{prefix}{name}", type_=table.c[name].type) for name in names}
 
 
 # A pooled connection idle for longer than this is pinged before it is handed out.

@@ -5,10 +5,12 @@ from __future__ import annotations
 import uuid
 from functools import cache
 
-from sqlalchemy import Column, DateTime, MetaData, String, Table, Uuid, bindparam, func
+from sqlalchemy import Column, DateTime, MetaData, String, Table, Uuid, func
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.sql.dml import ReturningInsert
+
+from servicekit.db import bound_values
 
 
 def inbox_columns() -> list[Column[object]]:
@@ -41,10 +43,7 @@ def _receipt_statement(table: Table) -> ReturningInsert[tuple[uuid.UUID]]:
     # consumer's transaction).
     return (
         insert(table)
-        .values(
-            consumer=bindparam("consumer", type_=table.c.consumer.type),
-            message_id=bindparam("message_id", type_=table.c.message_id.type),
-        )
+        .values(bound_values(table, ("consumer", "message_id")))
         .on_conflict_do_nothing()
         .returning(table.c.message_id)
     )

@@ -42,7 +42,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from servicekit import tracecontext
 from servicekit.bus import HEADER_CORRELATION, HEADER_TRACEPARENT
-from servicekit.db import asyncpg_dsn
+from servicekit.db import asyncpg_dsn, bound_values
 from servicekit.events import EventData, EventEnvelope, new_envelope
 from servicekit.worker import NotifiedLoop
 
@@ -96,12 +96,7 @@ class Outbox:
         # every time).
         inserted = (
             table.insert()
-            .values(
-                {
-                    name: bindparam(name, type_=table.c[name].type)
-                    for name in ("event_id", "event_type", "payload", "headers")
-                }
-            )
+            .values(bound_values(table, ("event_id", "event_type", "payload", "headers")))
             .returning(table.c.id)
             .cte("inserted")
         )

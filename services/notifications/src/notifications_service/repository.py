@@ -30,6 +30,7 @@ from notifications_service.models import (
     notifications,
 )
 from servicekit import tracecontext
+from servicekit.db import bound_values
 from servicekit.logging import current_correlation_id
 
 DISPATCH_CHANNEL = "notifications_due"
@@ -59,9 +60,7 @@ _ADDED = (
     insert(notifications)
     .values(
         {
-            **{
-                name: bindparam(name, type_=notifications.c[name].type) for name in _PENDING_COLUMNS
-            },
+            **bound_values(notifications, _PENDING_COLUMNS),
             "deliver_by": func.now() + bindparam("deliver_within", type_=Interval()),
         }
     )

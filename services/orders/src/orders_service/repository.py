@@ -13,6 +13,7 @@ from sqlalchemy.orm import selectinload
 
 from orders_service.domain import OrderStatus
 from orders_service.models import IdempotencyRecord, Order, OrderItem, order_items, orders
+from servicekit.db import bound_values
 
 # Placing an order and moving it through the saga run the same few statements for every order.
 # They are built once, with bound parameters, on the tables: through the ORM's unit of work
@@ -22,12 +23,8 @@ from orders_service.models import IdempotencyRecord, Order, OrderItem, order_ite
 # with ``save``, never by a flush.
 _ORDER_COLUMNS = tuple(column.name for column in orders.c)
 _ITEM_COLUMNS = tuple(column.name for column in order_items.c)
-_INSERT_ORDER = orders.insert().values(
-    {name: bindparam(name, type_=orders.c[name].type) for name in _ORDER_COLUMNS}
-)
-_INSERT_ITEM = order_items.insert().values(
-    {name: bindparam(name, type_=order_items.c[name].type) for name in _ITEM_COLUMNS}
-)
+_INSERT_ORDER = orders.insert().values(bound_values(orders, _ORDER_COLUMNS))
+_INSERT_ITEM = order_items.insert().values(bound_values(order_items, _ITEM_COLUMNS))
 _BY_ID = select(*orders.c).where(orders.c.id == bindparam("order_id"))
 _ITEMS_OF = (
     select(*order_items.c)
@@ -47,13 +44,7 @@ _SAVE = (
     update(orders)
     .where(orders.c.id == bindparam("order_id"), orders.c.version == bindparam("read_version"))
     .values(
-        {
-            **{
-                name: bindparam(f"set_{name}", type_=orders.c[name].type)
-                for name in _MUTABLE_COLUMNS
-            },
-            "version": orders.c.version + 1,
-        }
+        {**bound_values(orders, _MUTABLE_COLUMNS, prefix="set_"), "version": orders.c.version + 1}
     )
     .returning(orders.c.version)
 )

@@ -14,6 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.sql.dml import ReturningUpdate
 
 from payments_gateway.models import Payment, PaymentStatus, ProviderWebhookEvent, payments
+from servicekit.db import bound_values
 
 # Charging an order runs the same few statements for every payment. They are built once, with
 # bound parameters, on the table rather than the mapped class: built per payment with the values
@@ -32,7 +33,7 @@ _PENDING_COLUMNS = (
 )
 _ADD_PENDING = (
     insert(payments)
-    .values({name: bindparam(name, type_=payments.c[name].type) for name in _PENDING_COLUMNS})
+    .values(bound_values(payments, _PENDING_COLUMNS))
     .on_conflict_do_nothing(index_elements=[payments.c.order_id])
     .returning(*payments.c)
 )
@@ -49,7 +50,7 @@ def _transition_statement(columns: tuple[str, ...]) -> ReturningUpdate[tuple[obj
             payments.c.id == bindparam("payment_id"),
             payments.c.status == bindparam("from_status"),
         )
-        .values({name: bindparam(f"set_{name}", type_=payments.c[name].type) for name in columns})
+        .values(bound_values(payments, columns, prefix="set_"))
         .returning(*payments.c)
     )
 
