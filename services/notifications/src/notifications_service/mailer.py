@@ -204,9 +204,7 @@ class SmtpMailer:
         connection.sent += 1
         await self._keep_or_quit(connection)
 
-    async def _keep_or_quit(self, connection: _Connection | None) -> None:
-        if connection is None:
-            return
+    async def _keep_or_quit(self, connection: _Connection) -> None:
         if self._reusable(connection):
             connection.idle_since = time.monotonic()
             self._idle.append(connection)

@@ -9,7 +9,11 @@ from pathlib import Path
 import pytest
 
 from notifications_service.mailer import DeliveryError, OutgoingEmail
-from svctools.smtp_sink import SmtpSink, read_messages  # type: ignore[import-untyped]
+from svctools.smtp_sink import (  # type: ignore[import-untyped]
+    ReceivedMessage,
+    SmtpSink,
+    read_messages,
+)
 
 from .conftest import Shop, new_email
 from .test_smtp_connections import mailer_for
@@ -31,6 +35,15 @@ def email_to(recipient: str, name: str = "Zoë Ölçer") -> OutgoingEmail:
     )
 
 
+async def sent_alone(sink: SmtpSink, message: OutgoingEmail) -> ReceivedMessage:
+    """Send one email through a fresh mailer; what the sink received (it must be alone)."""
+    mailer = mailer_for(sink)
+    await mailer.send(message)
+    await mailer.close()
+    [received] = read_messages(sink.maildir)
+    return received
+
+
 @pytest.fixture
 async def ascii_only_sink(tmp_path: Path) -> AsyncIterator[SmtpSink]:
     """An SMTP server that does not offer SMTPUTF8."""
@@ -40,11 +53,8 @@ async def ascii_only_sink(tmp_path: Path) -> AsyncIterator[SmtpSink]:
 
 class TestInternationalAddresses:
     async def test_a_non_ascii_local_part_is_sent_with_smtputf8(self, sink: SmtpSink) -> None:
-        mailer = mailer_for(sink)
-        await mailer.send(email_to(f"zoë@{IDN_DOMAIN}", name="Smith, Zoë"))
-        await mailer.close()
+        received = await sent_alone(sink, email_to(f"zoë@{IDN_DOMAIN}", name="Smith, Zoë"))
 
-        [received] = read_messages(sink.maildir)
         assert received.rcpt_tos == [f"zoë@{IDN_DOMAIN_ASCII}"]
         assert received.to == [f"zoë@{IDN_DOMAIN_ASCII}"]
         assert received.subject == "Bienvenue, Zoë"
@@ -53,11 +63,8 @@ class TestInternationalAddresses:
     async def test_an_international_domain_goes_out_in_its_ascii_form_anywhere(
         self, ascii_only_sink: SmtpSink
     ) -> None:
-        mailer = mailer_for(ascii_only_sink)
-        await mailer.send(email_to(f"ana@{IDN_DOMAIN}", name="Ana"))
-        await mailer.close()
+        received = await sent_alone(ascii_only_sink, email_to(f"ana@{IDN_DOMAIN}", name="Ana"))
 
-        [received] = read_messages(ascii_only_sink.maildir)
         assert received.rcpt_tos == [f"ana@{IDN_DOMAIN_ASCII}"]
         assert received.to == [f"ana@{IDN_DOMAIN_ASCII}"]
 
