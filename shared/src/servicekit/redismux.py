@@ -100,8 +100,13 @@ class _Protocol(asyncio.Protocol):
         self.lost = exc or RedisConnectionError("Connection closed by server.")
         self._fail_waiting(self.lost)
 
+    @property
+    def closed(self) -> bool:
+        """Lost, or closing (its end seen, connection_lost not yet run): nothing goes out on it."""
+        return self.lost is not None or self.transport is None or self.transport.is_closing()
+
     def send(self, command: bytes) -> asyncio.Future[Any]:
-        if self.lost is not None or self.transport is None or self.transport.is_closing():
+        if self.closed:
             raise RedisConnectionError("Connection closed.")
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Any] = loop.create_future()
@@ -116,7 +121,7 @@ class _Protocol(asyncio.Protocol):
 
     def _flush(self) -> None:
         unsent, self._unsent = self._unsent, []
-        if self.lost is None and self.transport is not None and not self.transport.is_closing():
+        if not self.closed and self.transport is not None:
             self.transport.write(b"".join(unsent))
 
     def _check_deadline(self) -> None:
@@ -177,7 +182,7 @@ class MultiplexedRedis:
 
     async def _execute(self, args: tuple[Arg, ...]) -> Any:
         protocol = self._protocol
-        if protocol is None or protocol.lost is not None:
+        if protocol is None or protocol.closed:
             protocol = await self._connect()
         # The connection's watchdog fails this within ``timeout`` if Redis does not answer.
         return await protocol.send(encode_command(args))
@@ -209,7 +214,7 @@ class MultiplexedRedis:
             self._connecting = asyncio.Lock()
         async with self._connecting:
             # Another caller may have connected while this one waited for the lock.
-            if self._protocol is not None and self._protocol.lost is None:
+            if self._protocol is not None and not self._protocol.closed:
                 return self._protocol
             try:
                 async with asyncio.timeout(self.connect_timeout):

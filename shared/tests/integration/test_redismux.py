@@ -139,6 +139,20 @@ async def test_a_killed_connection_fails_nothing_later_it_reconnects(
     assert await mux.execute("PING") == b"PONG"
 
 
+async def test_a_connection_already_closing_is_replaced_not_used(mux: MultiplexedRedis) -> None:
+    # The state right after the server's close was read: the transport is closing, and its
+    # connection_lost has not run yet. A command must go over a new connection, not fail.
+    first = await mux.execute("CLIENT", "ID")
+    protocol = mux._protocol
+    assert protocol is not None
+    assert protocol.transport is not None
+    protocol.transport.close()
+
+    second = await mux.execute("CLIENT", "ID")
+
+    assert second != first
+
+
 async def test_the_database_number_of_the_url_is_selected(infra: Infra, plain: Redis) -> None:
     key = f"test:mux:{uuid.uuid4().hex}"
     other = MultiplexedRedis(_with_db(infra.redis_url, 7), timeout=2)
