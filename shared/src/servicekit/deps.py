@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from typing import Annotated, Any, cast
+from typing import Annotated, cast
 
 from fastapi import Depends, Request
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from servicekit.runtime import ServiceRuntime
-from servicekit.security import BEARER_SCHEME_NAME, Principal, TokenVerifier, bearer_dependency
+from servicekit.security import Principal, TokenVerifier, bearer_dependency
 
 
 async def get_runtime(request: Request) -> ServiceRuntime:
@@ -35,19 +35,3 @@ RuntimeDep = Annotated[ServiceRuntime, Depends(get_runtime)]
 # success for a transaction that then fails to commit.
 SessionDep = Annotated[AsyncSession, Depends(get_session, scope="function")]
 PrincipalDep = Annotated[Principal, Depends(current_principal)]
-
-
-async def principal_of(request: Request) -> Principal:
-    """The verified caller, for a hot endpoint that takes no ``PrincipalDep``.
-
-    The same checks and the same errors as ``PrincipalDep``, without FastAPI solving a
-    dependency per request (a sixth of a cached profile read's CPU). The route declares
-    ``BEARER_SECURITY`` as its ``openapi_extra`` so the document still says it needs the token.
-    Only for endpoints without parameters: FastAPI checks a dependency before the parameters,
-    this only once they have passed.
-    """
-    return await current_principal(request)
-
-
-BEARER_SECURITY: dict[str, Any] = {"security": [{BEARER_SCHEME_NAME: []}]}
-"""``openapi_extra`` of a route that authenticates with ``principal_of``."""

@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
-import inspect
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -22,7 +21,6 @@ import httpx
 import structlog
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import JSONResponse
-from fastapi.routing import APIRoute
 from redis.asyncio import Redis
 from sqlalchemy import Table
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
@@ -348,14 +346,12 @@ def access_observer(service: str) -> ResponseObserver:
 
 
 def freeze_heap(*, gen0_threshold: int) -> bool:
-    """Move everything alive now out of the collector's sight; collect young objects less often.
-
-    A service's heap after start-up is mostly objects that live as long as the process
-    (modules, Pydantic and OpenAPI schemas, route tables, pools). Each full collection walked
-    all of them again: with them frozen a users instance served 35 % more cached reads, and
-    a gen-0 threshold of 10,000 instead of 700 another 5 %. Garbage still gets collected.
-    """
-    gc.freeze()  # no collection first: a full one costs more than the start-up garbage kept
+    """Move everything alive now out of the collector's sight; collect young objects less often."""
+    # Measured on a users instance: the start-up heap (modules, schemas, route tables, pools)
+    # lives as long as the process, and each full collection walked it again; frozen, the
+    # instance served 35 % more cached reads, and a gen-0 threshold of 10,000 instead of 700
+    # another 5 %. Garbage made after start-up is still collected.
+    gc.freeze()
     _, gen1, gen2 = gc.get_threshold()
     gc.set_threshold(gen0_threshold, gen1, gen2)
     return True
@@ -424,33 +420,9 @@ def create_service_app(
         json_exempt_paths=json_exempt_paths,
         on_response=access_observer(settings.service_name),
     )
-    add_routes(app, health_router(runtime.health))
+    app.include_router(health_router(runtime.health))
     if settings.metrics_enabled:
-        add_routes(app, metrics_router())
+        app.include_router(metrics_router())
     for router in routers:
-        add_routes(app, router)
+        app.include_router(router)
     return app
-
-
-def add_routes(app: FastAPI, router: APIRouter) -> None:
-    """Register a router's routes on the app's own router, each with every option it declared.
-
-    ``app.include_router`` in FastAPI 0.165 keeps the router nested: each request is matched
-    against the included routers, then again inside the chosen one, saving and restoring scope
-    keys at each level. That was about 25 µs of a 200 µs cached read. Registered flat, as
-    FastAPI's ``include_router`` itself did before, a request is matched once. The OpenAPI
-    document and the answers (404, 405, 422...) stay the same; ``app.dependency_overrides``
-    applies to these routes as to the app's own.
-    """
-    accepted = inspect.signature(app.router.add_api_route).parameters
-    for route in router.routes:
-        if not isinstance(route, APIRoute):
-            raise TypeError(f"only API routes can be added flat, not {route!r}")
-        options = {
-            name: getattr(route, name)
-            for name in accepted
-            if name not in ("path", "endpoint") and hasattr(route, name)
-        }
-        app.router.add_api_route(
-            route.path, route.endpoint, route_class_override=type(route), **options
-        )

@@ -7,7 +7,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query, Request, Response, status
 
-from servicekit.deps import BEARER_SECURITY, PrincipalDep, RuntimeDep, SessionDep, principal_of
+from servicekit.deps import PrincipalDep, RuntimeDep, SessionDep
 from servicekit.errors import error_responses
 from servicekit.pagination import MAX_CURSOR_LENGTH
 from users_service import service
@@ -29,12 +29,9 @@ def _as_json(profile: CachedProfile) -> Response:
     "/me",
     response_model=UserRead,
     responses=error_responses(401, 404, 503, descriptions=_NO_PROFILE),
-    openapi_extra=BEARER_SECURITY,
 )
-async def read_me(request: Request) -> Response:
+async def read_me(principal: PrincipalDep, request: Request) -> Response:
     """The caller's profile (404 until the registration has been processed)."""
-    # The hottest read: the caller without a FastAPI dependency (see ``principal_of``).
-    principal = await principal_of(request)
     profile = await service.get_own_profile(reader=reader_of(request), user_id=principal.user_id)
     return _as_json(profile)
 

@@ -66,8 +66,7 @@ class TestReadOwnProfile:
     async def test_refusals_match_a_route_with_the_principal_dependency(
         self, client: httpx.AsyncClient, token_minter: TokenMinter
     ) -> None:
-        # GET /users/me verifies the token in its body (principal_of), PATCH /users/me through
-        # PrincipalDep: a client cannot tell them apart by their 401s.
+        # Both verify the caller through PrincipalDep: their 401s cannot be told apart.
         forged = token_minter.mint(uuid.uuid4(), aud="someone-else")
         for headers in ({}, {"Authorization": f"Bearer {forged}"}, {"Authorization": "Basic x"}):
             read = await client.get("/users/me", headers=headers)
