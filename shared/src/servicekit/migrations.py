@@ -19,9 +19,13 @@ _MIGRATION_LOCK = 7_340_021
 
 def run_env(target_metadata: MetaData) -> None:
     """The body of a service's ``migrations/env.py`` (online, async engine, advisory lock)."""
-    url = context.config.get_main_option("sqlalchemy.url")
+    # Set by alembic_config() (the service's migrate command, the tests), or on Alembic's own
+    # command line: ``alembic -x url=postgresql+asyncpg://... check``.
+    url = context.config.get_main_option("sqlalchemy.url") or context.get_x_argument(
+        as_dictionary=True
+    ).get("url")
     if not url:
-        raise RuntimeError("sqlalchemy.url is not set")
+        raise RuntimeError("no database URL: pass it as `alembic -x url=...`")
     if context.is_offline_mode():
         context.configure(url=url, target_metadata=target_metadata, literal_binds=True)
         with context.begin_transaction():
