@@ -14,7 +14,7 @@ from servicekit.db import bound_values
 
 
 def inbox_columns() -> list[Column[object]]:
-    """Fresh column objects for the inbox table (used by the model and the migration)."""
+    """Fresh column objects for the inbox table."""
     return [
         Column("consumer", String(200), primary_key=True),
         Column("message_id", Uuid, primary_key=True),

@@ -52,7 +52,7 @@ PublishFn = Callable[..., Awaitable[None]]
 
 
 def outbox_columns() -> list[Column[Any]]:
-    """Fresh column objects for the outbox table (used by the model and the migration)."""
+    """Fresh column objects for the outbox table."""
     return [
         Column("id", BigInteger, primary_key=True, autoincrement=True),
         Column("event_id", Uuid, nullable=False, unique=True),

@@ -45,7 +45,7 @@ TABLE = "revocations"
 
 
 def revocation_columns() -> list[Column[Any]]:
-    """Fresh column objects for the revocations table (model and migration)."""
+    """Fresh column objects for the revocations table."""
     return [
         Column("seq", BigInteger, Identity(), primary_key=True),
         Column("jti", String(200), nullable=True, unique=True),
@@ -55,7 +55,12 @@ def revocation_columns() -> list[Column[Any]]:
     ]
 
 
-revocations = Table(TABLE, MetaData(), *revocation_columns())
+def revocation_table(metadata: MetaData, name: str = TABLE) -> Table:
+    """Add the revocations table to a service's metadata (every service's database has one)."""
+    return Table(name, metadata, *revocation_columns())
+
+
+revocations = revocation_table(MetaData())
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,6 @@ from sqlalchemy import (
     Index,
     LargeBinary,
     String,
-    Table,
     Text,
     Uuid,
 )
@@ -21,8 +20,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from servicekit.db import new_metadata
 from servicekit.inbox import inbox_table
 from servicekit.outbox import outbox_table
-from servicekit.revocation import TABLE as REVOCATIONS_TABLE
-from servicekit.revocation import revocation_columns
+from servicekit.revocation import revocation_table
 
 
 class Base(DeclarativeBase):
@@ -31,9 +29,7 @@ class Base(DeclarativeBase):
 
 outbox = outbox_table(Base.metadata)
 inbox = inbox_table(Base.metadata)
-# The shared denylist's table (created with the messaging tables); declared so the metadata
-# matches the database.
-revocations = Table(REVOCATIONS_TABLE, Base.metadata, *revocation_columns())
+revocations = revocation_table(Base.metadata)
 
 
 class Credential(Base):

@@ -7,10 +7,10 @@ import contextlib
 import time
 from datetime import UTC, datetime, timedelta
 
-from auth_service import service
 from auth_service.config import Settings
 from auth_service.keys import KeyStore, UnfitKeysError
 from auth_service.passwords import PasswordHasher
+from auth_service.repository import RefreshTokenRepository
 from auth_service.throttle import LoginThrottle
 from auth_service.tokens import TokenIssuer
 from servicekit.logging import get_logger
@@ -139,7 +139,8 @@ class AuthResources:
 
     async def _purge(self) -> None:
         assert self._runtime is not None
+        older_than = datetime.now(UTC) - PURGE_RETENTION
         async with self._runtime.sessions() as session, session.begin():
-            await service.purge_sessions(
-                session=session, older_than=datetime.now(UTC) - PURGE_RETENTION
-            )
+            purged = await RefreshTokenRepository(session).purge(older_than=older_than)
+        if purged:
+            log.info("auth.sessions_purged", count=purged)

@@ -6,7 +6,6 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -20,6 +19,7 @@ from auth_service.errors import (
 from auth_service.models import Credential, RefreshFamily, RefreshToken
 from auth_service.passwords import PasswordHasher, check_password
 from auth_service.repository import CredentialRepository, RefreshTokenRepository
+from auth_service.resources import AuthResources
 from auth_service.tokens import AccessToken, hash_refresh_token, new_refresh_token
 from servicekit.errors import Unauthorized
 from servicekit.events import SessionRevoked, UserRegistered
@@ -27,9 +27,6 @@ from servicekit.logging import get_logger
 from servicekit.outbox import Outbox
 from servicekit.pagination import decode_cursor, encode_cursor
 from servicekit.security import Principal
-
-if TYPE_CHECKING:
-    from auth_service.resources import AuthResources
 
 log = get_logger(__name__)
 
@@ -299,13 +296,6 @@ async def forget_user(
         ),
     )
     log.info("auth.user_forgotten", user_id=str(user_id))
-
-
-async def purge_sessions(*, session: AsyncSession, older_than: datetime) -> None:
-    """Delete sessions that ended before ``older_than``."""
-    purged = await RefreshTokenRepository(session).purge(older_than=older_than)
-    if purged:
-        log.info("auth.sessions_purged", count=purged)
 
 
 # --- the caller's sessions -------------------------------------------------------------------

@@ -22,6 +22,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from servicekit.db import new_metadata
 from servicekit.inbox import inbox_table
 from servicekit.outbox import outbox_table
+from servicekit.revocation import revocation_table
 
 
 class Base(DeclarativeBase):
@@ -30,6 +31,7 @@ class Base(DeclarativeBase):
 
 outbox = outbox_table(Base.metadata)
 inbox = inbox_table(Base.metadata)
+revocations = revocation_table(Base.metadata)
 
 
 class DeliveryStatus(StrEnum):

@@ -23,6 +23,7 @@ from orders_service.domain import OrderStatus
 from servicekit.db import new_metadata
 from servicekit.inbox import inbox_table
 from servicekit.outbox import outbox_table
+from servicekit.revocation import revocation_table
 
 MONEY = Numeric(12, 2, asdecimal=True)
 STATUS_VALUES = ", ".join(f"'{status.value}'" for status in OrderStatus)
@@ -39,6 +40,7 @@ class Base(DeclarativeBase):
 
 outbox = outbox_table(Base.metadata)
 inbox = inbox_table(Base.metadata)
+revocations = revocation_table(Base.metadata)
 
 
 class Order(Base):

@@ -6,15 +6,15 @@ from typing import Annotated, cast
 
 from fastapi import Depends, Request
 
-from payments_gateway.context import PaymentsContext
+from payments_gateway.resources import PaymentsResources
 from servicekit.deps import PrincipalDep, SessionDep
 
 
-async def get_context(request: Request) -> PaymentsContext:
+async def get_resources(request: Request) -> PaymentsResources:
     """The service's provider client and runtime parts."""
-    return cast(PaymentsContext, request.app.state.payments)
+    return cast(PaymentsResources, request.app.state.payments)
 
 
-ContextDep = Annotated[PaymentsContext, Depends(get_context)]
+ResourcesDep = Annotated[PaymentsResources, Depends(get_resources)]
 
-__all__ = ["ContextDep", "PrincipalDep", "SessionDep"]
+__all__ = ["PrincipalDep", "ResourcesDep", "SessionDep"]

@@ -5,9 +5,9 @@ from __future__ import annotations
 from fastapi import FastAPI
 
 from payments_gateway.config import Settings
-from payments_gateway.context import PaymentsContext
 from payments_gateway.handlers import build_handlers
 from payments_gateway.models import inbox, outbox
+from payments_gateway.resources import PaymentsResources
 from payments_gateway.router import router
 from servicekit.runtime import ConsumerSpec, ServiceRuntime, create_service_app
 
@@ -15,7 +15,7 @@ from servicekit.runtime import ConsumerSpec, ServiceRuntime, create_service_app
 def create_app(settings: Settings | None = None) -> FastAPI:
     """Build the app; resources open in its lifespan."""
     settings = settings or Settings()
-    context = PaymentsContext(settings)
+    resources = PaymentsResources(settings)
     runtime = ServiceRuntime(
         settings,
         outbox_table=outbox,
@@ -23,13 +23,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         consumers=[
             ConsumerSpec(
                 purpose="payments",
-                handlers=build_handlers(context),
+                handlers=build_handlers(resources),
                 concurrency=settings.payment_concurrency,
             )
         ],
         publishes=["payment.succeeded", "payment.failed", "payment.refunded"],
-        on_start=[context.start],
-        on_stop=[context.stop],
+        on_start=[resources.start],
+        on_stop=[resources.stop],
     )
     app = create_service_app(
         runtime=runtime,
@@ -38,5 +38,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         prefix="/payments",
         routers=[router],
     )
-    app.state.payments = context
+    app.state.payments = resources
     return app

@@ -8,7 +8,7 @@ from typing import Annotated
 from fastapi import APIRouter, Header, Query, Request
 
 from payments_gateway import service
-from payments_gateway.dependencies import ContextDep, PrincipalDep, SessionDep
+from payments_gateway.dependencies import PrincipalDep, ResourcesDep, SessionDep
 from payments_gateway.schemas import PaymentPage, PaymentRead, WebhookReceipt
 from payments_gateway.webhooks import SIGNATURE_HEADER
 from servicekit.errors import error_responses
@@ -65,14 +65,14 @@ async def get_payment(
 async def provider_webhook(
     request: Request,
     session: SessionDep,
-    context: ContextDep,
+    resources: ResourcesDep,
     provider_signature: Annotated[str | None, Header(alias=SIGNATURE_HEADER)] = None,
 ) -> WebhookReceipt:
     """The provider's result for a charge it answered pending; signed, each event applied once."""
-    settings = context.settings
+    settings = resources.settings
     event, applied = await service.receive_provider_webhook(
         session=session,
-        outbox=context.outbox,
+        outbox=resources.outbox,
         secret=settings.webhook_secret.get_secret_value(),
         tolerance=settings.webhook_tolerance_seconds,
         signature=provider_signature,

@@ -14,6 +14,9 @@ down_revision: str | None = "0001"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
+# The check constraints carry the names this revision gave them when it was written, when the
+# naming convention prefixed the names passed to it a second time; 0005 renames them.
+
 
 def upgrade() -> None:
     op.create_table(
@@ -61,7 +64,7 @@ def upgrade() -> None:
         sa.UniqueConstraint("event_id", "template", name="uq_notifications_event_id_template"),
         sa.CheckConstraint(
             "status IN ('pending', 'sending', 'sent', 'failed')",
-            name="ck_notifications_status_known",
+            name=op.f("ck_notifications_ck_notifications_status_known"),
         ),
     )
     op.create_index(

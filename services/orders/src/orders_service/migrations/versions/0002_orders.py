@@ -16,6 +16,9 @@ depends_on: str | Sequence[str] | None = None
 
 STATUSES = "'pending', 'confirmed', 'failed', 'cancelled', 'refund_pending', 'refunded'"
 
+# The check constraints carry the names this revision gave them when it was written, when the
+# naming convention prefixed the names passed to it a second time; 0004 renames them.
+
 
 def upgrade() -> None:
     op.create_table(
@@ -31,12 +34,10 @@ def upgrade() -> None:
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
         sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
         sa.PrimaryKeyConstraint("id", name="pk_orders"),
-        sa.CheckConstraint(f"status IN ({STATUSES})", name="ck_orders_status"),
-        sa.CheckConstraint("total_amount > 0", name="ck_orders_total_positive"),
+        sa.CheckConstraint(f"status IN ({STATUSES})", name=op.f("ck_orders_ck_orders_status")),
+        sa.CheckConstraint("total_amount > 0", name=op.f("ck_orders_ck_orders_total_positive")),
     )
-    op.create_index(
-        "ix_orders_user_id_created_at_id", "orders", ["user_id", "created_at", "id"]
-    )
+    op.create_index("ix_orders_user_id_created_at_id", "orders", ["user_id", "created_at", "id"])
     op.create_table(
         "order_items",
         sa.Column("id", sa.Uuid(), nullable=False),
@@ -53,9 +54,11 @@ def upgrade() -> None:
             ondelete="CASCADE",
         ),
         sa.CheckConstraint(
-            "quantity BETWEEN 1 AND 1000", name="ck_order_items_quantity_range"
+            "quantity BETWEEN 1 AND 1000", name=op.f("ck_order_items_ck_order_items_quantity_range")
         ),
-        sa.CheckConstraint("unit_price > 0", name="ck_order_items_unit_price_positive"),
+        sa.CheckConstraint(
+            "unit_price > 0", name=op.f("ck_order_items_ck_order_items_unit_price_positive")
+        ),
     )
     op.create_index("ix_order_items_order_id", "order_items", ["order_id"])
     op.create_table(

@@ -14,6 +14,9 @@ down_revision: str | None = "0001"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
+# The check constraints carry the names this revision gave them when it was written, when the
+# naming convention prefixed the names passed to it a second time; 0006 renames them.
+
 
 def upgrade() -> None:
     op.create_table(
@@ -34,9 +37,9 @@ def upgrade() -> None:
         sa.UniqueConstraint("order_id", name="uq_payments_order_id"),
         sa.CheckConstraint(
             "status IN ('pending', 'succeeded', 'failed', 'refunded')",
-            name="ck_payments_status_known",
+            name=op.f("ck_payments_ck_payments_status_known"),
         ),
-        sa.CheckConstraint("amount > 0", name="ck_payments_amount_positive"),
+        sa.CheckConstraint("amount > 0", name=op.f("ck_payments_ck_payments_amount_positive")),
     )
     op.create_index("ix_payments_user_created", "payments", ["user_id", "created_at", "id"])
     op.create_index("ix_payments_created", "payments", ["created_at", "id"])

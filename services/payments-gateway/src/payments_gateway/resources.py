@@ -22,7 +22,7 @@ from servicekit.runtime import ServiceRuntime
 log = get_logger(__name__)
 
 
-class PaymentsContext:
+class PaymentsResources:
     """The provider client and the runtime parts the handlers and routes need."""
 
     def __init__(self, settings: Settings) -> None:

@@ -1,0 +1,36 @@
+"""Check constraints take the names the models give them.
+
+0002 passed full names where the naming convention expected short ones, so the convention
+prefixed them a second time (``ck_notifications_ck_notifications_status_known``).
+
+Revision ID: 0005
+Revises: 0004
+"""
+
+from collections.abc import Sequence
+
+from alembic import op
+
+revision: str = "0005"
+down_revision: str | None = "0004"
+branch_labels: str | Sequence[str] | None = None
+depends_on: str | Sequence[str] | None = None
+
+# (table, name in the database, name in the models)
+RENAMED = [
+    (
+        "notifications",
+        "ck_notifications_ck_notifications_status_known",
+        "ck_notifications_status_known",
+    ),
+]
+
+
+def upgrade() -> None:
+    for table, old, new in RENAMED:
+        op.execute(f"ALTER TABLE {table} RENAME CONSTRAINT {old} TO {new}")
+
+
+def downgrade() -> None:
+    for table, old, new in RENAMED:
+        op.execute(f"ALTER TABLE {table} RENAME CONSTRAINT {new} TO {old}")
