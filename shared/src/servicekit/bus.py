@@ -240,8 +240,14 @@ class EventBus:
         concurrency: int | None = None,
         observers: Sequence[ConsumerObserver] = (),
         queues: QueueSettings | None = None,
+        is_unavailable: Callable[[BaseException], bool] | None = None,
     ) -> Consumer:
-        """Describe a consumer of this service; ``start()`` it in the lifespan."""
+        """Describe a consumer of this service; ``start()`` it in the lifespan.
+
+        ``is_unavailable`` tells a dependency that could not be reached (the database refusing
+        connections) from a failure of the handler: such a message is redelivered later without
+        counting an attempt, so an outage never parks it.
+        """
         consumer = Consumer(
             self,
             queue=self.queue_name(purpose),
@@ -254,6 +260,7 @@ class EventBus:
             concurrency=concurrency,
             observers=observers,
             queues=queues or QueueSettings(),
+            is_unavailable=is_unavailable,
         )
         self._consumers.append(consumer)
         return consumer
@@ -289,6 +296,7 @@ class Consumer:
         concurrency: int | None,
         observers: Sequence[ConsumerObserver],
         queues: QueueSettings | None = None,
+        is_unavailable: Callable[[BaseException], bool] | None = None,
     ) -> None:
         if not handlers:
             raise ValueError("a consumer needs at least one handler")
@@ -305,6 +313,7 @@ class Consumer:
         self._slots = asyncio.Semaphore(concurrency or prefetch)
         self.observers = list(observers)
         self.queues = queues or QueueSettings()
+        self.is_unavailable = is_unavailable or (lambda _: False)
         self.dlq_name = f"{queue}.dlq"
         self._channel: AbstractChannel | None = None
         self._queue: AbstractQueue | None = None
@@ -449,6 +458,16 @@ class Consumer:
             await self._defer(message, headers, attempt, deferrals, deferral)
             return
         except Exception as exc:
+            if self.is_unavailable(exc):
+                delays = self.retry_delays_ms
+                wait = delays[min(deferrals, len(delays) - 1)] / 1000
+                log.warning(
+                    "event.dependency_unavailable", queue=self.queue_name, error=_reason(exc)
+                )
+                await self._defer(
+                    message, headers, attempt, deferrals, RetryLater(wait, "dependency unavailable")
+                )
+                return
             log.warning(
                 "event.handler_failed",
                 queue=self.queue_name,

@@ -193,6 +193,7 @@ class ServiceRuntime:
                 queues=QueueSettings(
                     initial_group_size=s.queue_replicas, delivery_limit=s.queue_delivery_limit
                 ),
+                is_unavailable=_is_connection_failure,
             )
             self.running_consumers.append(consumer)
             metrics.expose(consumer.queue_name, spec.handlers)

@@ -275,7 +275,9 @@ def _pick_ports(instances: Mapping[str, int]) -> dict[str, int]:
     ]
     chooser = random.SystemRandom()
     for _ in range(200):
-        base = chooser.randrange(41000, 59000, 20)
+        # Below the kernel's ephemeral range (32768 up), where a client connection of anything
+        # on the machine could take a port between this check and the service's bind.
+        base = chooser.randrange(20000, 32000, 20)
         ports = {name: base + i for i, name in enumerate(names)}
         every = list(ports.values())
         for definition in SERVICES:
@@ -311,6 +313,18 @@ async def start_system(
         POSTGRES_URL=settings.postgres_url,
         REDIS_URL=redis_url,
         AMQP_URL=amqp_url,
+    )
+    # Small pools: ten processes share the machine's PostgreSQL (100 connections by default)
+    # with whatever else runs there. payments-gateway needs 2 per payment in flight, plus 2.
+    env.update({f"{d.env_prefix}DB_POOL_SIZE": "3" for d in SERVICES})
+    env.update({f"{d.env_prefix}DB_MAX_OVERFLOW": "2" for d in SERVICES})
+    payments = next(d.env_prefix for d in SERVICES if d.name == "payments-gateway")
+    env.update(
+        {
+            f"{payments}PAYMENT_CONCURRENCY": "3",
+            f"{payments}DB_POOL_SIZE": "6",
+            f"{payments}DB_MAX_OVERFLOW": "2",
+        }
     )
     output = run_dir / "launcher.out"
     process = _spawn_launcher(env, output)

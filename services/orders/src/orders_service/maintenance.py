@@ -18,7 +18,8 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from orders_service.domain import OrderStatus
 from orders_service.models import utc_now
 from orders_service.repository import OrderRepository
-from orders_service.service import rerequest_refund
+from orders_service.service import reannounce_order, rerequest_refund
+from servicekit.events import OrderCreated
 from servicekit.logging import get_logger
 from servicekit.metrics import SWEPT
 from servicekit.outbox import Outbox
@@ -74,31 +75,40 @@ class IdempotencyJanitor:
 
 
 async def reannounce_stalled_orders(
-    *, sessions: async_sessionmaker[AsyncSession], stalled_after: timedelta, limit: int
+    *,
+    sessions: async_sessionmaker[AsyncSession],
+    outbox: Outbox,
+    stalled_after: timedelta,
+    limit: int,
 ) -> dict[str, int]:
-    """Publish ``order.created`` again for orders pending longer than ``stalled_after``.
+    """Announce again the orders pending longer than ``stalled_after``, once per period each.
 
-    payments-gateway makes one payment per order (unique) and charges it with the payment id as
-    the idempotency key, so a repeated announcement charges nothing twice: it either reaches a
-    payment that is already settled or waiting (and changes nothing) or it starts the one whose
-    announcement was lost. At most one re-announcement per ``stalled_after`` per order.
+    A new ``order.created`` envelope carries the first one's data. payments-gateway makes one
+    payment per order (unique) and charges it with the payment id as the idempotency key, so a
+    repeat charges nothing twice: it starts the payment whose announcement was lost, and for a
+    payment already settled it publishes the outcome again, which this service applies once.
     """
     cutoff = utc_now() - stalled_after
-    async with sessions() as session, session.begin():
+    async with sessions() as session:
         repository = OrderRepository(session)
         stalled = await repository.in_flight(
             OrderStatus.PENDING, unchanged_since=cutoff, limit=limit
         )
-        ids = [order.id for order in stalled]
-        requeued = await repository.republish_order_created(ids, published_before=cutoff)
-        rest = [order_id for order_id in ids if order_id not in requeued]
-        missing = set(rest) - await repository.announced(rest)
-    for order_id in requeued:
-        log.warning("order.reannounced", order_id=str(order_id))
-    for order_id in missing:
-        # Its outbox row is gone (older than the outbox retention): an operator must look.
-        log.error("order.announcement_missing", order_id=str(order_id))
-    return {"reannounced": len(requeued), "missing": len(missing)}
+        announced = await repository.announcements([order.id for order in stalled])
+    counts = {"reannounced": 0, "missing": 0}
+    for order in stalled:
+        data = announced.get(order.id)
+        if data is None:
+            # Its outbox row is gone (older than the outbox retention): an operator must look.
+            log.error("order.announcement_missing", order_id=str(order.id))
+            counts["missing"] += 1
+            continue
+        async with sessions() as session, session.begin():
+            if await reannounce_order(
+                session=session, outbox=outbox, order=order, created=OrderCreated(**data)
+            ):
+                counts["reannounced"] += 1
+    return counts
 
 
 async def rerequest_stalled_refunds(
@@ -129,9 +139,9 @@ async def rerequest_stalled_refunds(
 class InFlightSweeper:
     """Every ``interval``: re-announces stalled pending orders and re-requests stalled refunds.
 
-    Every instance runs one. Two instances sweeping at once re-announce an order at most once
-    (the outbox row is re-queued by one UPDATE) and re-request a refund at most once per round
-    (the order's version guards the write); a repeat would be harmless anyway.
+    Every instance runs one. Two instances sweeping at once re-announce an order or re-request
+    its refund at most once per period (the order's version guards the write that records it);
+    a repeat would be harmless anyway.
     """
 
     def __init__(
@@ -173,7 +183,10 @@ class InFlightSweeper:
         """One round of both sweeps, counted in ``sweeper_items_total``."""
         service = runtime.settings.service_name
         announced = await reannounce_stalled_orders(
-            sessions=runtime.sessions, stalled_after=self.pending_after, limit=self.batch
+            sessions=runtime.sessions,
+            outbox=self.outbox,
+            stalled_after=self.pending_after,
+            limit=self.batch,
         )
         for outcome, count in announced.items():
             SWEPT.labels(service, "pending_orders", outcome).inc(count)

@@ -5,8 +5,9 @@ from __future__ import annotations
 import uuid
 from collections.abc import Sequence
 from datetime import datetime
+from typing import Any
 
-from sqlalchemy import Row, bindparam, delete, func, literal, select, tuple_, update
+from sqlalchemy import Row, bindparam, delete, select, tuple_, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import selectinload
@@ -143,42 +144,15 @@ class OrderRepository:
         )
         return [_snapshot(row) for row in await self.session.execute(stmt)]
 
-    async def republish_order_created(
-        self, order_ids: Sequence[uuid.UUID], *, published_before: datetime
-    ) -> set[uuid.UUID]:
-        """Put these orders' ``order.created`` rows back in the outbox queue, as they were.
-
-        The same event id goes out again: a consumer that had applied it drops the copy in its
-        inbox. Only rows published before ``published_before`` (so at most one re-announcement
-        per period); returns the orders whose row was found and re-queued.
-        """
+    async def announcements(self, order_ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, Any]:
+        """The ``data`` of each of these orders' ``order.created`` still in the outbox."""
         if not order_ids:
-            return set()
-        requeued = (
-            update(outbox)
-            .where(
-                outbox.c.event_type == "order.created",
-                outbox.c.published_at < published_before,
-                _ORDER_CREATED_OF.in_([str(order_id) for order_id in order_ids]),
-            )
-            .values(published_at=None, available_at=func.now(), attempts=0, last_error=None)
-            .returning(_ORDER_CREATED_OF)
-            .cte("requeued")
-        )
-        stmt = select(
-            requeued.c[0], func.pg_notify(f"{outbox.name}_pending", literal(""))
-        ).select_from(requeued)
-        return {uuid.UUID(row[0]) for row in await self.session.execute(stmt)}
-
-    async def announced(self, order_ids: Sequence[uuid.UUID]) -> set[uuid.UUID]:
-        """Which of these orders still have their ``order.created`` row in the outbox."""
-        if not order_ids:
-            return set()
-        stmt = select(_ORDER_CREATED_OF).where(
+            return {}
+        stmt = select(_ORDER_CREATED_OF, outbox.c.payload["data"]).where(
             outbox.c.event_type == "order.created",
             _ORDER_CREATED_OF.in_([str(order_id) for order_id in order_ids]),
         )
-        return {uuid.UUID(value) for value in await self.session.scalars(stmt)}
+        return {uuid.UUID(row[0]): row[1] for row in await self.session.execute(stmt)}
 
     async def claim_idempotency_key(
         self, *, user_id: uuid.UUID, key: str, request_hash: str

@@ -332,6 +332,20 @@ async def apply_payment_refunded(*, session: AsyncSession, refund: PaymentRefund
     )
 
 
+async def reannounce_order(
+    *, session: AsyncSession, outbox: Outbox, order: Order, created: OrderCreated
+) -> bool:
+    """Record ``order.created`` again for an order still pending; False if it moved on."""
+    if order.order_status is not OrderStatus.PENDING:
+        return False
+    order.updated_at = utc_now()  # the next re-announcement waits a full period again
+    if not await OrderRepository(session).save(order):
+        return False  # changed meanwhile: its payment's outcome arrived
+    await outbox.add(session, created)
+    log.warning("order.reannounced", order_id=str(order.id))
+    return True
+
+
 async def rerequest_refund(*, session: AsyncSession, outbox: Outbox, order: Order) -> bool:
     """Ask again for the refund of an order still ``refund_pending``; False if it moved on."""
     if order.order_status is not OrderStatus.REFUND_PENDING:

@@ -131,7 +131,10 @@ async def charge_order(
     """Charge an order once; defer while the provider is unreachable, up to the deadline."""
     payment = await open_payment(sessions=sessions, order=order, now=utcnow())
     if payment.status != PaymentStatus.PENDING:
+        # A second announcement of the order (its first outcome may never have reached the
+        # order): the outcome is published again; the order applies a payment once.
         log.info("payment.already_settled", payment_id=str(payment.id), status=payment.status)
+        await _announce_outcome(session, outbox, payment)
         return
     if payment.provider_reference is not None or payment.source_token is None:
         log.info("payment.awaiting_webhook", payment_id=str(payment.id))
@@ -187,6 +190,33 @@ async def _charge(
         log.info("payment.charge_pending", payment_id=str(payment.id), charge_id=result.charge_id)
         return
     await _succeed(session, outbox, payment.id, charge_id=result.charge_id)
+
+
+async def _announce_outcome(session: AsyncSession, outbox: Outbox, payment: Payment) -> None:
+    if payment.status == PaymentStatus.SUCCEEDED and payment.provider_reference is not None:
+        await outbox.add(
+            session,
+            PaymentSucceeded(
+                payment_id=payment.id,
+                order_id=payment.order_id,
+                user_id=payment.user_id,
+                amount=payment.amount,
+                currency=payment.currency,
+                provider_reference=payment.provider_reference,
+            ),
+        )
+    elif payment.status == PaymentStatus.FAILED and payment.reason is not None:
+        await outbox.add(
+            session,
+            PaymentFailed(
+                payment_id=payment.id,
+                order_id=payment.order_id,
+                user_id=payment.user_id,
+                amount=payment.amount,
+                currency=payment.currency,
+                reason=payment.reason,
+            ),
+        )
 
 
 def _defer_delay(error: Exception, settings: Settings) -> float:
