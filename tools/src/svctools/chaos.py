@@ -318,6 +318,10 @@ async def start_system(
     # with whatever else runs there. payments-gateway needs 2 per payment in flight, plus 2.
     env.update({f"{d.env_prefix}DB_POOL_SIZE": "3" for d in SERVICES})
     env.update({f"{d.env_prefix}DB_MAX_OVERFLOW": "2" for d in SERVICES})
+    # notifications records each send's outcome right after SMTP accepted it: a pool wait there
+    # widens the window in which a SIGKILL makes the lease resend that email.
+    notifications = next(d.env_prefix for d in SERVICES if d.name == "notifications")
+    env.update({f"{notifications}DB_POOL_SIZE": "6", f"{notifications}DB_MAX_OVERFLOW": "2"})
     payments = next(d.env_prefix for d in SERVICES if d.name == "payments-gateway")
     env.update(
         {
