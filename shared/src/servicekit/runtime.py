@@ -30,7 +30,7 @@ from starlette.types import ASGIApp, Scope
 from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_delay, wait_exponential
 
 from servicekit import tracecontext
-from servicekit.bus import Consumer, ConsumerObserver, EventBus, Handler
+from servicekit.bus import Consumer, ConsumerObserver, EventBus, Handler, QueueSettings
 from servicekit.db import create_engine, ping, session_factory
 from servicekit.errors import DatabaseUnavailable, error_response, install_error_handlers
 from servicekit.health import (
@@ -46,6 +46,7 @@ from servicekit.metrics import (
     EVENTS_PUBLISHED,
     OUTBOX_OLDEST_AGE,
     OUTBOX_PENDING,
+    OUTBOX_PUBLISH_FAILURES,
     ConsumerMetrics,
     metrics_router,
     observe_http,
@@ -187,6 +188,10 @@ class ServiceRuntime:
                 prefetch=spec.prefetch or s.consumer_prefetch,
                 concurrency=spec.concurrency,
                 observers=self.observers,
+                queues=QueueSettings(
+                    initial_group_size=s.queue_replicas, delivery_limit=s.queue_delivery_limit
+                ),
+                is_unavailable=_is_connection_failure,
             )
             self.running_consumers.append(consumer)
             metrics.expose(consumer.queue_name, spec.handlers)
@@ -198,7 +203,12 @@ class ServiceRuntime:
         log.info("service.started", consumers=[c.queue_name for c in self.running_consumers])
 
     async def _publish_counted(self, body: bytes, **kwargs: Any) -> None:
-        await self.bus.publish_raw(body, **kwargs)
+        try:
+            await self.bus.publish_raw(body, **kwargs)
+        except Exception:
+            # The relay keeps the row and retries it with backoff (and logs the batch).
+            OUTBOX_PUBLISH_FAILURES.labels(self.settings.service_name, kwargs["event_type"]).inc()
+            raise
         EVENTS_PUBLISHED.labels(self.settings.service_name, kwargs["event_type"]).inc()
 
     async def _set_consuming(self, on: bool) -> None:

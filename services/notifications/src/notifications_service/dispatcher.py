@@ -38,7 +38,7 @@ import structlog
 from opentelemetry import propagate
 from opentelemetry.trace import SpanKind
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
-from tenacity import AsyncRetrying, stop_after_attempt, wait_exponential
+from tenacity import AsyncRetrying, stop_after_delay, wait_exponential
 
 from notifications_service.config import Settings
 from notifications_service.mailer import DeliveryError, OutgoingEmail
@@ -221,9 +221,13 @@ class Dispatcher:
             )
 
     async def _record(self, change: Callable[[NotificationRepository], Awaitable[T]]) -> T:
-        # Outcomes are retried briefly: a lost `sent` would mean a resend after the lease.
+        # Outcomes are retried for up to half the lease: a lost `sent` would mean a resend after
+        # the lease, and a database refusing connections for a few seconds (a busy server) is
+        # not a reason to send an email twice.
         async for attempt in AsyncRetrying(
-            stop=stop_after_attempt(4), wait=wait_exponential(multiplier=0.1, max=1), reraise=True
+            stop=stop_after_delay(self.settings.send_lease_seconds / 2),
+            wait=wait_exponential(multiplier=0.1, max=2),
+            reraise=True,
         ):
             with attempt:
                 async with self._session() as session, session.begin():

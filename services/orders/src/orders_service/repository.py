@@ -5,6 +5,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Sequence
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import Row, bindparam, delete, select, tuple_, update
 from sqlalchemy.dialects.postgresql import insert
@@ -12,7 +13,14 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import selectinload
 
 from orders_service.domain import OrderStatus
-from orders_service.models import IdempotencyRecord, Order, OrderItem, order_items, orders
+from orders_service.models import (
+    IdempotencyRecord,
+    Order,
+    OrderItem,
+    order_items,
+    orders,
+    outbox,
+)
 from servicekit.db import bound_values
 
 # Placing an order and moving it through the saga run the same few statements for every order.
@@ -53,6 +61,9 @@ _SAVE = (
 def _snapshot(row: Row[tuple[object, ...]]) -> Order:
     """An order as the statement returned it, not attached to the session."""
     return Order(**row._mapping)
+
+
+_ORDER_CREATED_OF = outbox.c.payload[("data", "order_id")].astext
 
 
 class OrderRepository:
@@ -120,6 +131,28 @@ class OrderRepository:
         """Snapshots of every pending order of a user (without items), oldest first."""
         rows = await self.session.execute(_PENDING_OF_USER, {"user_id": user_id})
         return [_snapshot(row) for row in rows]
+
+    async def in_flight(
+        self, status: OrderStatus, *, unchanged_since: datetime, limit: int
+    ) -> list[Order]:
+        """Snapshots of orders in ``status`` not changed since ``unchanged_since``, oldest first."""
+        stmt = (
+            select(*orders.c)
+            .where(orders.c.status == status.value, orders.c.updated_at < unchanged_since)
+            .order_by(orders.c.updated_at)
+            .limit(limit)
+        )
+        return [_snapshot(row) for row in await self.session.execute(stmt)]
+
+    async def announcements(self, order_ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, Any]:
+        """The ``data`` of each of these orders' ``order.created`` still in the outbox."""
+        if not order_ids:
+            return {}
+        stmt = select(_ORDER_CREATED_OF, outbox.c.payload["data"]).where(
+            outbox.c.event_type == "order.created",
+            _ORDER_CREATED_OF.in_([str(order_id) for order_id in order_ids]),
+        )
+        return {uuid.UUID(row[0]): row[1] for row in await self.session.execute(stmt)}
 
     async def claim_idempotency_key(
         self, *, user_id: uuid.UUID, key: str, request_hash: str

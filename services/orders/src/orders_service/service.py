@@ -332,6 +332,40 @@ async def apply_payment_refunded(*, session: AsyncSession, refund: PaymentRefund
     )
 
 
+async def reannounce_order(
+    *, session: AsyncSession, outbox: Outbox, order: Order, created: OrderCreated
+) -> bool:
+    """Record ``order.created`` again for an order still pending; False if it moved on."""
+    if order.order_status is not OrderStatus.PENDING:
+        return False
+    order.updated_at = utc_now()  # the next re-announcement waits a full period again
+    if not await OrderRepository(session).save(order):
+        return False  # changed meanwhile: its payment's outcome arrived
+    await outbox.add(session, created)
+    log.warning("order.reannounced", order_id=str(order.id))
+    return True
+
+
+async def rerequest_refund(*, session: AsyncSession, outbox: Outbox, order: Order) -> bool:
+    """Ask again for the refund of an order still ``refund_pending``; False if it moved on."""
+    if order.order_status is not OrderStatus.REFUND_PENDING:
+        return False
+    order.updated_at = utc_now()  # the next re-request waits a full period again
+    if not await OrderRepository(session).save(order):
+        return False  # changed meanwhile (refunded): nothing to ask for
+    await _request_refund(
+        session,
+        outbox,
+        order,
+        payment_id=order.payment_id,
+        amount=order.total_amount,
+        currency=order.currency,
+        reason=order.status_reason or "refund_rerequested",
+    )
+    log.warning("order.refund_rerequested", order_id=str(order.id))
+    return True
+
+
 async def cancel_orders_of_deleted_user(
     *, session: AsyncSession, outbox: Outbox, user_id: uuid.UUID
 ) -> int:
