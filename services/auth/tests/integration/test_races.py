@@ -22,10 +22,9 @@ from auth_service import handlers
 from auth_service.config import Settings
 from auth_service.main import create_app
 from auth_service.models import Credential, RefreshFamily
-from auth_service.resources import AuthResources
-from servicekit.bus import ReceivedEvent
-from servicekit.events import UserDeleted, new_envelope
+from servicekit.events import UserDeleted
 from servicekit.runtime import ServiceRuntime
+from servicekit.testing.consuming import deliver
 from servicekit.testing.plugin import serve_app
 from tests.helpers import GOOD_PASSWORD, new_email
 
@@ -34,21 +33,11 @@ LOGINS = 6
 
 
 async def _delete_user(app: FastAPI, user_id: uuid.UUID, *, after: float = 0.0) -> None:
-    """What the consumer does with ``user.deleted``: the handler in a transaction of its own."""
-    # A stagger, not a wait: it moves the deletion across the racing requests' transactions.
-    await asyncio.sleep(after)
-    auth: AuthResources = app.state.auth
+    """What the consumer does with ``user.deleted``."""
     runtime: ServiceRuntime = app.state.runtime
     data = UserDeleted(user_id=user_id, deleted_at=datetime.now(UTC))
-    event = ReceivedEvent(
-        envelope=new_envelope(data, producer="users"),
-        data=data,
-        attempt=1,
-        deferrals=0,
-        routing_key=data.event_type,
-    )
-    async with runtime.sessions() as session, session.begin():
-        await handlers.user_deleted(auth)(event, session)
+    handler = handlers.user_deleted(app.state.auth)
+    await deliver(runtime.sessions, handler, data, producer="users", after=after)
 
 
 async def _left_behind(app: FastAPI, user_id: uuid.UUID) -> tuple[int, int]:
