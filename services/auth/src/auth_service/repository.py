@@ -28,6 +28,19 @@ class CredentialRepository:
         result = await self.session.execute(select(Credential).where(Credential.email == email))
         return result.scalar_one_or_none()
 
+    async def hold(self, user_id: uuid.UUID) -> Credential | None:
+        """The credential, key-share locked until the transaction ends; None if it is gone.
+
+        The lock lets logins of one user run side by side but makes a deletion of the
+        credential wait for this transaction, so what it adds for the user is deleted with it.
+        """
+        return await self.session.scalar(
+            select(Credential)
+            .where(Credential.id == user_id)
+            .with_for_update(read=True, key_share=True)
+            .execution_options(populate_existing=True)
+        )
+
     async def email_exists(self, email: str) -> bool:
         """Whether an account uses the email."""
         result = await self.session.execute(select(Credential.id).where(Credential.email == email))
@@ -68,15 +81,40 @@ class RefreshTokenRepository:
         await self.session.flush()
 
     async def find_for_update(self, token_hash: bytes) -> tuple[RefreshToken, RefreshFamily] | None:
-        """The token with this hash and its family, both locked until the transaction ends."""
-        result = await self.session.execute(
-            select(RefreshToken, RefreshFamily)
-            .join(RefreshFamily, RefreshFamily.id == RefreshToken.family_id)
+        """The token with this hash and its family, both locked until the transaction ends.
+
+        None when the token is unknown or its account is being deleted. The rows are locked in
+        the order a deletion of the account (or a purge of the family) takes them: the
+        credential, then the family, then the token. Locking the token first, as one joined
+        ``FOR UPDATE`` does, deadlocks against the cascade that deletes family and tokens.
+        """
+        owner = (
+            await self.session.execute(
+                select(RefreshToken.family_id, RefreshFamily.user_id)
+                .join(RefreshFamily, RefreshFamily.id == RefreshToken.family_id)
+                .where(RefreshToken.token_hash == token_hash)
+            )
+        ).first()
+        if owner is None:
+            return None
+        family_id, user_id = owner
+        if await CredentialRepository(self.session).hold(user_id) is None:
+            return None
+        family = await self.session.scalar(
+            select(RefreshFamily)
+            .where(RefreshFamily.id == family_id)
+            .with_for_update()
+            .execution_options(populate_existing=True)
+        )
+        token = await self.session.scalar(
+            select(RefreshToken)
             .where(RefreshToken.token_hash == token_hash)
             .with_for_update()
+            .execution_options(populate_existing=True)
         )
-        row = result.first()
-        return None if row is None else (row[0], row[1])
+        if family is None or token is None:
+            return None
+        return token, family
 
     async def get_family_for_update(
         self, family_id: uuid.UUID, *, user_id: uuid.UUID

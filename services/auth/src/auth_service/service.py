@@ -125,6 +125,12 @@ async def login(
     if not await auth.hasher.verify(credential.password_hash, password):
         log.info("auth.login_failed", user_id=str(credential.id), address=address)
         raise failure()
+    # The user.deleted consumer may have removed the credential while the password was being
+    # checked; holding it from here on means the session below is either refused or deleted
+    # along with the account, never written for an account that is gone.
+    if await credentials.hold(credential.id) is None:
+        log.info("auth.login_failed", user_id=str(credential.id), address=address, gone=True)
+        raise failure()
     await auth.throttle.succeeded(attempt)
     if auth.hasher.needs_rehash(credential.password_hash):
         credential.password_hash = await auth.hasher.hash(password)

@@ -4,7 +4,7 @@
 
 from __future__ import annotations
 
-from servicekit.errors import Conflict, NotFound
+from servicekit.errors import Conflict, NotFound, Unauthorized
 
 
 class OrderNotFound(NotFound):
@@ -33,6 +33,14 @@ class IdempotencyKeyReused(Conflict):
 
     code = "idempotency_key_reused"
     message = "This Idempotency-Key was already used with a different request."
+
+
+class AccountDeleted(Unauthorized):
+    """401: the caller's account was deleted; its tokens are being revoked everywhere."""
+
+    code = "account_deleted"
+    message = "The account of this token was deleted."
+    bearer_error = "invalid_token"
 
 
 class OrderNotYetKnown(LookupError):

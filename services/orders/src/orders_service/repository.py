@@ -7,13 +7,14 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Row, bindparam, delete, select, tuple_, update
+from sqlalchemy import Row, bindparam, delete, exists, select, text, tuple_, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import selectinload
 
 from orders_service.domain import OrderStatus
 from orders_service.models import (
+    DeletedUser,
     IdempotencyRecord,
     Order,
     OrderItem,
@@ -39,6 +40,10 @@ _ITEMS_OF = (
     .where(order_items.c.order_id == bindparam("order_id"))
     .order_by(order_items.c.position)
 )
+# Placing an order holds the user's lock shared, applying user.deleted holds it exclusively: an
+# order is either placed before the deletion (which then cancels it) or refused after it.
+_LOCK_USER_SHARED = text("SELECT pg_advisory_xact_lock_shared(hashtextextended(:key, 0))")
+_LOCK_USER = text("SELECT pg_advisory_xact_lock(hashtextextended(:key, 0))")
 _PENDING_OF_USER = (
     select(*orders.c)
     .where(orders.c.user_id == bindparam("user_id"), orders.c.status == OrderStatus.PENDING.value)
@@ -153,6 +158,24 @@ class OrderRepository:
             _ORDER_CREATED_OF.in_([str(order_id) for order_id in order_ids]),
         )
         return {uuid.UUID(row[0]): row[1] for row in await self.session.execute(stmt)}
+    async def lock_user(self, user_id: uuid.UUID, *, exclusive: bool) -> None:
+        """Serialise with the transactions placing orders for, or deleting, the user."""
+        statement = _LOCK_USER if exclusive else _LOCK_USER_SHARED
+        await self.session.execute(statement, {"key": f"orders.user:{user_id}"})
+
+    async def mark_user_deleted(self, user_id: uuid.UUID, *, deleted_at: datetime) -> None:
+        """Remember that the user was deleted (a repeat changes nothing)."""
+        await self.session.execute(
+            insert(DeletedUser)
+            .values(user_id=user_id, deleted_at=deleted_at)
+            .on_conflict_do_nothing(index_elements=[DeletedUser.user_id])
+        )
+
+    async def user_was_deleted(self, user_id: uuid.UUID) -> bool:
+        """True once ``user.deleted`` of the user was applied."""
+        return bool(
+            await self.session.scalar(select(exists().where(DeletedUser.user_id == user_id)))
+        )
 
     async def claim_idempotency_key(
         self, *, user_id: uuid.UUID, key: str, request_hash: str

@@ -18,6 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from orders_service.domain import OrderStatus, can_transition
 from orders_service.errors import (
+    AccountDeleted,
     IdempotencyKeyReused,
     InvalidStateTransition,
     OrderConcurrentlyModified,
@@ -89,6 +90,11 @@ async def create_order(
 ) -> PlacedOrder:
     """Place an order and record ``order.created``; a repeated Idempotency-Key replays."""
     repository = OrderRepository(session)
+    # The token may outlive the account by up to a second (until the revocation reaches this
+    # service); an order placed in that second must not be charged for a deleted user.
+    await repository.lock_user(user_id, exclusive=False)
+    if await repository.user_was_deleted(user_id):
+        raise AccountDeleted()
     if idempotency_key is not None:
         fingerprint = request_fingerprint(order_in)
         claimed = await repository.claim_idempotency_key(
@@ -369,8 +375,10 @@ async def rerequest_refund(*, session: AsyncSession, outbox: Outbox, order: Orde
 async def cancel_orders_of_deleted_user(
     *, session: AsyncSession, outbox: Outbox, user_id: uuid.UUID
 ) -> int:
-    """Cancel every pending order of a deleted user; paid orders are left as they are."""
+    """Cancel every pending order of a deleted user, and refuse new ones; paid orders stay."""
     repository = OrderRepository(session)
+    await repository.lock_user(user_id, exclusive=True)
+    await repository.mark_user_deleted(user_id, deleted_at=utc_now())
     orders = await repository.pending_for_user(user_id)
     for order in orders:
         transition(order, OrderStatus.CANCELLED, reason=REASON_USER_DELETED)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from datetime import datetime
 
-from sqlalchemy import bindparam, exists, select, tuple_
+from sqlalchemy import bindparam, exists, select, text, tuple_
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
@@ -13,12 +13,23 @@ from users_service.cache import CachedProfile, UserCache
 from users_service.models import DeletedUser, User, users
 from users_service.schemas import UserRead
 
+_LOCK_USER = text("SELECT pg_advisory_xact_lock(hashtextextended(:key, 0))")
+
 
 class UserRepository:
     """The users and deleted_users tables, in the caller's session and transaction."""
 
     def __init__(self, session: AsyncSession) -> None:
         self.session = session
+
+    async def lock_user(self, user_id: uuid.UUID) -> None:
+        """Serialise with the other transactions creating or deleting the user's profile.
+
+        A row lock cannot do it: before the profile is created there is no row to lock, and a
+        creation that checked for a tombstone just before a deletion committed would bring the
+        profile back.
+        """
+        await self.session.execute(_LOCK_USER, {"key": f"users.user:{user_id}"})
 
     async def get_for_update(self, user_id: uuid.UUID) -> User | None:
         """A profile by id, row-locked until the transaction ends (writes read it this way)."""

@@ -24,6 +24,7 @@ log = get_logger(__name__)
 async def create_profile(*, session: AsyncSession, data: UserRegistered) -> bool:
     """Create the profile of a newly registered user; False when it exists or was deleted."""
     repository = UserRepository(session)
+    await repository.lock_user(data.user_id)
     if await repository.was_deleted(data.user_id):
         log.info("profile.registration_ignored", user_id=str(data.user_id), reason="deleted")
         return False
@@ -126,6 +127,7 @@ async def delete_profile(
 ) -> None:
     """Delete the caller's profile and record ``user.deleted`` (every service acts on it)."""
     repository = UserRepository(session)
+    await repository.lock_user(user_id)
     user = await repository.get_for_update(user_id)
     if user is None:
         raise ProfileNotFound()

@@ -1,0 +1,164 @@
+"""Requests racing events and each other on the same order or user: a 4xx or one consistent end.
+
+The handlers run as the consumer runs them (``deliver``: a transaction of their own), started
+together with the requests; each round staggers them differently, so over the rounds the event
+lands at every point of the requests' transactions.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import random
+import uuid
+from collections import Counter
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+
+import httpx
+from sqlalchemy import func, select
+
+from orders_service import handlers
+from orders_service.errors import OrderConcurrentlyModified
+from orders_service.handlers import HandlerDeps
+from orders_service.models import Order
+from servicekit.bus import Handler
+from servicekit.events import EventData, PaymentFailed, UserDeleted
+from servicekit.testing.consuming import deliver
+from tests.integration.conftest import Service, order_body, payment_succeeded
+
+ROUNDS = 25
+
+
+def _bound(handler: Callable[..., Awaitable[None]], deps: HandlerDeps) -> Handler:
+    return functools.partial(handler, deps=deps)
+
+
+def _deps(orders: Service) -> HandlerDeps:
+    return HandlerDeps(outbox=orders.runtime.outbox, order_wait=timedelta(seconds=30))
+
+
+async def _statuses_of(orders: Service, user_id: uuid.UUID) -> Counter[str]:
+    async with orders.runtime.sessions() as session:
+        rows = await session.execute(
+            select(Order.status, func.count())
+            .where(Order.user_id == user_id)
+            .group_by(Order.status)
+        )
+        return Counter({status: count for status, count in rows.tuples()})
+
+
+class TestPlacingAnOrderWhileTheUserIsDeleted:
+    async def test_every_order_is_refused_or_cancelled_never_left_pending(
+        self, orders: Service
+    ) -> None:
+        deps = _deps(orders)
+        totals: Counter[int] = Counter()
+        for _ in range(ROUNDS):
+            user_id = uuid.uuid4()
+            headers = orders.auth(user_id)
+            deletion = UserDeleted(user_id=user_id, deleted_at=datetime.now(UTC))
+            handler = _bound(handlers.handle_user_deleted, deps)
+            *responses, _ = await asyncio.gather(
+                *(
+                    orders.client.post(
+                        "/orders",
+                        json=order_body(),
+                        headers={**headers, "Idempotency-Key": f"k-{n % 2}"},
+                    )
+                    for n in range(6)
+                ),
+                deliver(
+                    orders.runtime.sessions,
+                    handler,
+                    deletion,
+                    producer="users",
+                    after=random.uniform(0, 0.05),
+                ),
+            )
+            for response in responses:
+                assert response.status_code in (201, 401), response.text
+                totals[response.status_code] += 1
+            # Whatever was placed during the deletion was cancelled by it: nothing is charged.
+            assert set(await _statuses_of(orders, user_id)) <= {"cancelled"}
+            after = await orders.client.post("/orders", json=order_body(), headers=headers)
+            assert after.status_code == 401, after.text
+            assert after.json()["error"]["code"] == "account_deleted"
+        assert totals[201] > 0, totals
+        assert totals[401] > 0, totals
+
+
+class TestCancellingWhilePaymentResultsArrive:
+    async def test_cancel_racing_payment_succeeded_or_failed_ends_consistent(
+        self, orders: Service
+    ) -> None:
+        deps = _deps(orders)
+        outcomes: Counter[tuple[str, int, str]] = Counter()
+        for round_ in range(ROUNDS):
+            user_id = uuid.uuid4()
+            placed = await orders.place(user_id)
+            if round_ % 2:
+                event = "payment.succeeded"
+                data: EventData = payment_succeeded(placed, user_id)
+                handler = _bound(handlers.handle_payment_succeeded, deps)
+            else:
+                event = "payment.failed"
+                data = PaymentFailed(
+                    payment_id=uuid.uuid4(),
+                    order_id=uuid.UUID(placed["id"]),
+                    user_id=user_id,
+                    amount=Decimal(placed["total_amount"]),
+                    currency=placed["currency"],
+                    reason="declined",
+                )
+                handler = _bound(handlers.handle_payment_failed, deps)
+            cancel, applied = await asyncio.gather(
+                orders.client.post(f"/orders/{placed['id']}/cancel", headers=orders.auth(user_id)),
+                deliver(
+                    orders.runtime.sessions,
+                    handler,
+                    data,
+                    producer="payments-gateway",
+                    after=random.uniform(0, 0.01),
+                ),
+                return_exceptions=True,
+            )
+            if isinstance(applied, OrderConcurrentlyModified):
+                # The cancel changed the order under the handler: the consumer retries the
+                # event, in a new transaction, and then applies it to the cancelled order.
+                await deliver(orders.runtime.sessions, handler, data, producer="payments-gateway")
+            elif applied is not None:
+                raise applied
+            assert isinstance(cancel, httpx.Response)
+            assert cancel.status_code in (200, 409), cancel.text
+            final = (await orders.get(user_id, placed["id"]))["status"]
+            if cancel.status_code == 200:
+                assert final in ("cancelled", "refund_pending"), final
+            else:
+                assert final in ("confirmed", "failed"), final
+            outcomes[(event, cancel.status_code, final)] += 1
+        assert len(outcomes) > 2, outcomes
+
+
+class TestOneIdempotencyKeyAtOnce:
+    async def test_concurrent_requests_with_one_key_place_one_order_every_round(
+        self, orders: Service
+    ) -> None:
+        for _ in range(ROUNDS):
+            user_id = uuid.uuid4()
+            headers = {**orders.auth(user_id), "Idempotency-Key": uuid.uuid4().hex}
+            other = order_body(currency="EUR")
+            responses = await asyncio.gather(
+                *(
+                    orders.client.post(
+                        "/orders", json=other if n == 0 else order_body(), headers=headers
+                    )
+                    for n in range(6)
+                )
+            )
+            statuses = Counter(r.status_code for r in responses)
+            assert set(statuses) <= {201, 409}, [r.text for r in responses]
+            created = {r.json()["id"] for r in responses if r.status_code == 201}
+            assert len(created) == 1
+            assert sum((await _statuses_of(orders, user_id)).values()) == 1
