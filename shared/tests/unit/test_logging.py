@@ -7,7 +7,7 @@ import json
 import logging
 import re
 from collections.abc import Iterator
-from typing import Any, ClassVar
+from typing import Any
 
 import pytest
 from opentelemetry import trace
