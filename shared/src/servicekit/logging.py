@@ -58,7 +58,14 @@ _PUBLIC_KEYS = frozenset(
     {"token_type", "token_url", "event", "level", "logger", "timestamp", "exc_info", "stack_info"}
 )
 # Values the processors themselves add: never secret, not worth scanning on every line.
-_UNSCANNED = frozenset({"level", "logger", "timestamp", "service", "trace_id"})
+# The request and correlation ids are sane ids (servicekit.middleware), never a token.
+# ProcessorFormatter's own keys (the record) are removed before rendering.
+_UNSCANNED = frozenset(
+    {
+        *("level", "logger", "timestamp", "service", "trace_id", "request_id", "correlation_id"),
+        *("_record", "_from_structlog"),
+    }
+)
 _MAX_DEPTH = 8
 
 # A secret inside free text: an exception's message, a stdlib record, ``error=str(exc)``.
@@ -67,14 +74,32 @@ _SECRET_IN_TEXT = re.compile(
     (?P<input>input_value=)[^\n]*(?=,\ input_type=)          # pydantic: the input it refused
     | (?P<scheme>\b(?:bearer|basic|digest)\ +)[A-Za-z0-9._~+/=-]+   # Authorization credentials
     | eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]*        # a JWT anywhere
-    | (?P<userinfo>\b[a-z][a-z0-9+.-]*://[^:/@\s]*:)[^@\s/]+(?=@)    # scheme://user:password@
-    | (?P<key>["']?\b[a-z0-9_-]*
-        (?:password|passwd|secret|token|authorization|api_?key|cookie|jwt|cvv|card_?number)
+    | (?P<userinfo>://[^:/@\s]*:)[^@\s/]+(?=@)                     # scheme://user:password@
+    | (?P<key>(?:password|passwd|secret|token|authorization|api_?key|cookie|jwt|cvv|card_?number)
         [a-z0-9_-]*["']?\s*[:=]\s*)                                  # password=…, "token": …
       (?:(?:bearer|basic|digest)\ +)?
       (?:"(?:[^"\\\n]|\\.)*"|'(?:[^'\\\n]|\\.)*'|[^\s,;&)}\]]+)
     """,
     re.IGNORECASE | re.VERBOSE,
+)
+# Cheap test first (most text holds none of these words): the full search costs ten times more.
+_SECRET_HINTS = (
+    "pass",
+    "secret",
+    "token",
+    "authoriz",
+    "apikey",
+    "api_key",
+    "cookie",
+    "jwt",
+    "cvv",
+    "card",
+    "input_value",
+    "bearer",
+    "basic",
+    "digest",
+    "eyj",
+    "://",
 )
 # Values rendered as they are; anything else is turned into text and scanned.
 _PLAIN = (int, float, bool, UUID, datetime, date, Decimal, Enum)
@@ -101,7 +126,19 @@ def _hide(match: re.Match[str]) -> str:
 
 def redact_text(text: str) -> str:
     """Replace the secrets found in free text (``password=…``, bearer tokens, JWTs…)."""
-    return _SECRET_IN_TEXT.sub(_hide, text)
+    # Short values repeat on every line (methods, paths, event names): remember them.
+    return _redact_short(text) if len(text) <= 64 else _redact_text(text)
+
+
+def _redact_text(text: str) -> str:
+    lowered = text.lower()
+    for hint in _SECRET_HINTS:
+        if hint in lowered:
+            return _SECRET_IN_TEXT.sub(_hide, text)
+    return text
+
+
+_redact_short = functools.lru_cache(maxsize=4096)(_redact_text)
 
 
 def _redact(value: Any, depth: int) -> Any:
@@ -129,13 +166,14 @@ def _redact(value: Any, depth: int) -> Any:
 def redact_secrets(_logger: WrappedLogger, _method: str, event_dict: EventDict) -> EventDict:
     """Hide secrets: the values of secret-looking keys, and secrets found inside any text."""
     for key, value in event_dict.items():
-        if key in _UNSCANNED or key.startswith("_"):
+        if key in _UNSCANNED:
             continue
-        if key not in _PUBLIC_KEYS and is_secret_key(key):
+        kind = type(value)
+        if is_secret_key(key):
             event_dict[key] = REDACTED
-        elif type(value) is str:
-            event_dict[key] = _SECRET_IN_TEXT.sub(_hide, value)
-        else:
+        elif kind is str:
+            event_dict[key] = redact_text(value)
+        elif kind is not int and kind is not float and value is not None:
             event_dict[key] = _redact(value, 0)
     return event_dict
 
