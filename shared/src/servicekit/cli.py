@@ -5,10 +5,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import sys
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 from servicekit import operations
+from servicekit.logging import configure_logging
 from servicekit.migrations import upgrade
 from servicekit.settings import ServiceSettings
 
@@ -52,8 +54,16 @@ def run_cli(
         if command.arguments is not None:
             command.arguments(command_parser)
     args = parser.parse_args(argv)
+    settings = settings_factory()
+    # What the library logs meanwhile goes to stderr, in the service's format and redacted.
+    configure_logging(
+        service=settings.service_name,
+        json=settings.log_json,
+        level=settings.log_level,
+        stream=sys.stderr,
+    )
     try:
-        result = every[args.command].run(args, settings_factory())
+        result = every[args.command].run(args, settings)
     except LookupError as exc:
         print(f"{prog}: {exc}")
         return 1

@@ -74,6 +74,9 @@ def create_engine(
         max_overflow=max_overflow,
         pool_recycle=1800,
         connect_args=connect_args,
+        # A statement's values (password hashes, token hashes, emails) stay out of its errors
+        # and of SQLAlchemy's log lines.
+        hide_parameters=True,
     )
     _hand_out_live_connections(engine, ping_after_idle)
     return engine

@@ -18,12 +18,15 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from servicekit.logging import current_request_id, get_logger
 
 log = get_logger(__name__)
 
 REQUEST_ID_HEADER = "X-Request-ID"
+# Where the 500 handler leaves the exception it logged, for LogUnhandledOnce.
+_LOGGED_EXCEPTION = "servicekit.logged_exception"
 
 
 class AppError(Exception):
@@ -392,6 +395,7 @@ async def _http_error_handler(request: Request, exc: Exception) -> JSONResponse:
 
 
 async def _unhandled_error_handler(request: Request, exc: Exception) -> JSONResponse:
+    request.scope[_LOGGED_EXCEPTION] = exc
     request_id = _request_id(request)
     state = request.scope.get("state", {})
     correlation_id = state.get("correlation_id", request_id)
@@ -405,6 +409,25 @@ async def _unhandled_error_handler(request: Request, exc: Exception) -> JSONResp
             exc_info=exc,
         )
         return error_response(500, "internal_error", AppError.message, request=request)
+
+
+class LogUnhandledOnce:
+    """Outermost ASGI layer: end an exception the 500 handler has already answered and logged.
+
+    Starlette's ServerErrorMiddleware re-raises it after its handler ran so that the server can
+    log it, and uvicorn does ("Exception in ASGI application"): a second record of the same
+    error, with a traceback of its own. Any other exception goes on to the server.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await self.app(scope, receive, send)
+        except Exception as exc:
+            if scope.get(_LOGGED_EXCEPTION) is not exc:
+                raise
 
 
 def install_error_handlers(app: FastAPI) -> None:

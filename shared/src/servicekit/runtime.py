@@ -32,7 +32,12 @@ from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_delay, w
 from servicekit import tracecontext
 from servicekit.bus import Consumer, ConsumerObserver, EventBus, Handler, QueueSettings
 from servicekit.db import create_engine, ping, session_factory
-from servicekit.errors import DatabaseUnavailable, error_response, install_error_handlers
+from servicekit.errors import (
+    DatabaseUnavailable,
+    LogUnhandledOnce,
+    error_response,
+    install_error_handlers,
+)
 from servicekit.health import (
     HealthRegistry,
     broker_check,
@@ -40,7 +45,7 @@ from servicekit.health import (
     health_router,
     redis_check,
 )
-from servicekit.logging import HotLine, configure_logging
+from servicekit.logging import configure_logging, get_logger
 from servicekit.metrics import (
     CONSUMERS_ACTIVE,
     EVENTS_PUBLISHED,
@@ -339,13 +344,13 @@ async def _database_unavailable(request: Request, exc: Exception) -> JSONRespons
 
 def access_observer(service: str) -> ResponseObserver:
     """One log line and the HTTP metrics per answered request (run inside its log context)."""
-    access_log = HotLine("http", "http.request")
+    # Bound once, as structlog's performance guide advises for a logger used on every request.
+    access_log = get_logger("http").bind()
 
     def observe(scope: Scope, status: int, seconds: float) -> None:
         observe_http(service, scope["method"], scope, status, seconds)
-        state = scope["state"]
-        access_log.write(
-            {"request_id": state["request_id"], "correlation_id": state["correlation_id"]},
+        access_log.info(
+            "http.request",
             method=scope["method"],
             path=scope["path"],
             status=status,
@@ -370,6 +375,8 @@ def freeze_heap(*, gen0_threshold: int) -> bool:
 class ServiceApp(FastAPI):
     """FastAPI with a server span around everything, the 500 handler included.
 
+    Outside it, ``LogUnhandledOnce`` keeps uvicorn from logging a 500 the handler has logged.
+
     FastAPI's own telemetry stays off: it would add a second set of spans (and per-request
     metric and log-provider lookups) to every request.
     """
@@ -379,7 +386,7 @@ class ServiceApp(FastAPI):
         super().__init__(**kwargs)
 
     def build_middleware_stack(self) -> ASGIApp:
-        return tracecontext.ServerSpanMiddleware(super().build_middleware_stack())
+        return LogUnhandledOnce(tracecontext.ServerSpanMiddleware(super().build_middleware_stack()))
 
 
 def create_service_app(

@@ -267,5 +267,5 @@ class TestUnhandledErrors:
         [entry] = [line for line in lines if line["event"] == "http.unhandled_error"]
         assert entry["level"] == "error"
         assert entry["request_id"] == "req-tb"
-        assert "RuntimeError" in entry["exception"]
+        assert entry["exception"][0]["exc_type"] == "RuntimeError"
         assert entry["path"] == "/boom"

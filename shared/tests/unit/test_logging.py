@@ -7,14 +7,13 @@ import json
 import logging
 import re
 from collections.abc import Iterator
-from typing import Any, ClassVar
+from typing import Any
 
 import pytest
 from opentelemetry import trace
 
 from servicekit.logging import (
     REDACTED,
-    HotLine,
     bind_context,
     captured_lines,
     clear_context,
@@ -23,6 +22,7 @@ from servicekit.logging import (
     current_request_id,
     get_logger,
     is_secret_key,
+    redact_text,
     reset_logging,
 )
 
@@ -97,7 +97,9 @@ class TestJsonOutput:
             get_logger().exception("handler.failed")
 
         [line] = lines_of(stream)
-        assert "ValueError: broken" in line["exception"]
+        [error] = line["exception"]
+        assert (error["exc_type"], error["exc_value"]) == ("ValueError", "broken")
+        assert error["frames"][-1]["name"] == "test_exceptions_are_rendered_in_the_line"
 
     def test_configuring_twice_writes_each_line_once(self) -> None:
         first, second = io.StringIO(), io.StringIO()
@@ -208,64 +210,150 @@ class TestBrokenStream:
             reset_logging()
 
 
-class TestHotLine:
-    """The per-request line written without structlog reads exactly like a structlog line."""
-
-    CONTEXT: ClassVar[dict[str, str]] = {"request_id": "r" * 32, "correlation_id": "c" * 32}
-    FIELDS: ClassVar[dict[str, Any]] = {"method": "GET", "path": "/x", "status": 200, "ms": 1.25}
-
-    def test_it_writes_what_structlog_writes_for_the_same_event(self, stream: io.StringIO) -> None:
+class TestTraceId:
+    def test_a_line_under_a_span_carries_its_trace_id(self, stream: io.StringIO) -> None:
         parent = trace.NonRecordingSpan(
             trace.SpanContext(trace_id=0xABC, span_id=0xDEF, is_remote=False)
         )
         with trace.use_span(parent):
-            bind_context(**self.CONTEXT)
-            get_logger("http").info("http.request", **self.FIELDS)
-            clear_context()
-            HotLine("http", "http.request").write(self.CONTEXT, **self.FIELDS)
+            get_logger("http").info("http.request", path="/x")
+        get_logger("http").info("http.request", path="/y")
 
-        via_structlog, hot = lines_of(stream)
-        assert ISO_UTC.fullmatch(hot.pop("timestamp"))
-        via_structlog.pop("timestamp")
-        assert hot == via_structlog
-        assert hot["trace_id"] == f"{0xABC:032x}"
-        # Fields first, as structlog orders them; the context's own order is not defined.
-        assert list(hot)[:5] == [*self.FIELDS, "event"]
+        inside, outside = lines_of(stream)
+        assert inside["trace_id"] == f"{0xABC:032x}"
+        assert "trace_id" not in outside
 
-    def test_without_a_span_there_is_no_trace_id(self, stream: io.StringIO) -> None:
-        HotLine("http", "http.request").write(self.CONTEXT, **self.FIELDS)
 
-        [line] = lines_of(stream)
-        assert "trace_id" not in line
-        assert line["request_id"] == "r" * 32
+# Loggers cached on first use (structlog's performance advice) still follow a reconfiguration.
+module_logger = get_logger("orders.module")
 
-    def test_captured_lines_see_it(self, stream: io.StringIO) -> None:
-        with captured_lines() as lines:
-            bind_context(**self.CONTEXT)
-            HotLine("http", "http.request").write(self.CONTEXT, **self.FIELDS)
 
-        [line] = [line for line in lines if line["event"] == "http.request"]
-        assert line["path"] == "/x"
-        assert line["request_id"] == "r" * 32
-        assert lines_of(stream)[0]["path"] == "/x"
-
-    def test_a_secret_looking_field_is_still_redacted(self, stream: io.StringIO) -> None:
-        HotLine("http", "http.request").write(self.CONTEXT, path="/x", api_key="k-123")
-
-        [line] = lines_of(stream)
-        assert line["api_key"] == REDACTED
-        assert "k-123" not in stream.getvalue()
-
-    def test_it_follows_the_configured_level_and_format(self) -> None:
-        quiet, console = io.StringIO(), io.StringIO()
+class TestCachedLoggers:
+    def test_a_logger_used_before_follows_a_new_stream_and_format(self) -> None:
+        first, second = io.StringIO(), io.StringIO()
         try:
-            configure_logging(service="users", json=True, level="WARNING", stream=quiet)
-            HotLine("http", "http.request").write(self.CONTEXT, **self.FIELDS)
-            configure_logging(service="users", json=False, level="INFO", stream=console)
-            HotLine("http", "http.request").write(self.CONTEXT, **self.FIELDS)
+            configure_logging(service="orders", stream=first)
+            module_logger.info("first")
+            configure_logging(service="users", json=False, stream=second)
+            module_logger.info("second")
         finally:
             reset_logging()
 
-        assert quiet.getvalue() == ""
-        assert "http.request" in console.getvalue()
-        assert not console.getvalue().lstrip().startswith("{")
+        assert [line["event"] for line in lines_of(first)] == ["first"]
+        assert "second" in second.getvalue()
+        assert not second.getvalue().startswith("{")
+
+
+PASSWORD = "correct horse battery staple 1f3a"
+
+
+def _fail_holding_a_password() -> None:
+    password = PASSWORD  # a local of the failing frame, as in a login handler
+    body = {"email": "a@example.com", "password": password}
+    raise RuntimeError(f"could not store the session of {body['email']}")
+
+
+def _fail_validating_a_password() -> None:
+    from pydantic import TypeAdapter
+
+    TypeAdapter(int).validate_python(PASSWORD)
+
+
+@pytest.fixture(params=[True, False], ids=["json", "console"])
+def any_format(request: pytest.FixtureRequest) -> Iterator[io.StringIO]:
+    output = io.StringIO()
+    configure_logging(service="auth", json=request.param, level="DEBUG", stream=output)
+    yield output
+    clear_context()
+    reset_logging()
+
+
+class TestExceptionsCarryNoSecrets:
+    """A traceback names files, lines and functions; never the values of local variables."""
+
+    def test_a_traceback_has_no_local_variables(self, any_format: io.StringIO) -> None:
+        try:
+            _fail_holding_a_password()
+        except RuntimeError:
+            get_logger("auth").exception("http.unhandled_error")
+
+        text = any_format.getvalue()
+        assert "could not store the session of a@example.com" in text
+        assert "_fail_holding_a_password" in text
+        assert PASSWORD not in text
+        assert "password" not in text.replace("_fail_holding_a_password", "")
+
+    def test_an_exception_message_carrying_the_input_is_redacted(
+        self, any_format: io.StringIO
+    ) -> None:
+        try:
+            _fail_validating_a_password()
+        except ValueError as exc:
+            get_logger("auth").error("http.unhandled_error", exc_info=exc)
+            get_logger("auth").warning("auth.failed", error=str(exc))
+
+        text = any_format.getvalue()
+        assert "int_parsing" in text
+        assert "input_value=[redacted]" in text
+        assert PASSWORD not in text
+        assert PASSWORD[:20] not in text
+
+    def test_a_stdlib_record_with_an_exception_is_rendered_the_same_way(
+        self, any_format: io.StringIO
+    ) -> None:
+        try:
+            _fail_holding_a_password()
+        except RuntimeError:
+            logging.getLogger("uvicorn.error").exception("Exception in ASGI application")
+
+        text = any_format.getvalue()
+        assert "Exception in ASGI application" in text
+        assert "could not store the session" in text
+        assert PASSWORD not in text
+
+    def test_an_object_logged_as_a_value_is_scanned_as_text(self, any_format: io.StringIO) -> None:
+        class Credentials:
+            def __repr__(self) -> str:
+                return f"Credentials(email='a@example.com', password='{PASSWORD}')"
+
+            __str__ = __repr__
+
+        get_logger().info("login.attempt", credentials=Credentials(), attempts=(Credentials(),))
+
+        assert PASSWORD not in any_format.getvalue()
+        assert "a@example.com" in any_format.getvalue()
+
+
+class TestSecretsInText:
+    @pytest.mark.parametrize(
+        ("text", "secret"),
+        [
+            ("1 validation error\n  [type=x, input_value='s3cr3t', input_type=str]", "s3cr3t"),
+            ("input_value={'password': 'pw, input_type=x'}, input_type=dict]", "pw"),
+            ("headers: Authorization: Bearer abc.def-ghi", "abc.def-ghi"),
+            ("basic dXNlcjpwYXNz rejected", "dXNlcjpwYXNz"),
+            ("got eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiIxMjM0In0.c2lnbmF0dXJl", "c2lnbmF0dXJl"),
+            ("connect to amqp://guest:hunter2@rabbit:5672/ failed", "hunter2"),
+            ("Credentials(email='a@b.c', password='p w')", "p w"),
+            ('{"refresh_token": "r-123", "x": 1}', "r-123"),
+            ("client_secret=abc&grant_type=password", "abc"),
+            ("new_password = hunter22", "hunter22"),
+        ],
+    )
+    def test_the_secret_is_replaced(self, text: str, secret: str) -> None:
+        redacted = redact_text(text)
+
+        assert secret not in redacted
+        assert REDACTED in redacted
+
+    @pytest.mark.parametrize(
+        "text",
+        [
+            "GET /orders/5b0c4f7e-1f3a-4bdb-9d43-2a7d0c1f1f61",
+            "Started server process [42]",
+            "order o-1 confirmed: total=7.25 USD",
+            "Connection lost to amqp://rabbit:5672/",
+        ],
+    )
+    def test_ordinary_text_is_left_alone(self, text: str) -> None:
+        assert redact_text(text) == text
