@@ -34,6 +34,7 @@ from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_delay, w
 from servicekit import tracecontext
 from servicekit.bus import Consumer, ConsumerObserver, EventBus, Handler
 from servicekit.db import create_engine, ping, session_factory
+from servicekit.docs import install_docs
 from servicekit.errors import DatabaseUnavailable, error_response, install_error_handlers
 from servicekit.health import (
     HealthRegistry,
@@ -409,12 +410,11 @@ def create_service_app(
         description=description,
         version=version,
         lifespan=lifespan,
-        docs_url=f"{prefix}/docs",
+        docs_url=None,
         openapi_url=f"{prefix}/openapi.json",
         redoc_url=None,
-        swagger_ui_oauth2_redirect_url=f"{prefix}/docs/oauth2-redirect",
-        swagger_ui_init_oauth={"clientId": "swagger-ui"},
     )
+    install_docs(app, prefix=prefix)  # before the routers: `<prefix>/{id}` would match `docs`
     app.state.runtime = runtime
     install_error_handlers(app)
     for exc_type in (*DATABASE_DOWN, DBAPIError):
