@@ -15,6 +15,7 @@ import gc
 import inspect
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import Any
 
 import asyncpg
@@ -55,7 +56,8 @@ from servicekit.metrics import (
 )
 from servicekit.middleware import ResponseObserver, install_middleware
 from servicekit.outbox import Outbox, OutboxRelay
-from servicekit.revocation import Denylist
+from servicekit.retention import RetentionLoop, RetentionPolicy
+from servicekit.revocation import Denylist, revocations
 from servicekit.security import JwksCache, Principal, TokenVerifier
 from servicekit.settings import ServiceSettings
 
@@ -90,6 +92,9 @@ class ServiceRuntime:
     on_start: Sequence[Hook] = ()
     on_stop: Sequence[Hook] = ()
     observers: list[ConsumerObserver] = field(default_factory=list)
+    # The service's own tables that grow per event or request (the inbox, the outbox and the
+    # denylist are added by the runtime).
+    retention: Sequence[RetentionPolicy] = ()
 
     engine: AsyncEngine = field(init=False)
     sessions: async_sessionmaker[AsyncSession] = field(init=False)
@@ -101,6 +106,7 @@ class ServiceRuntime:
     verifier: TokenVerifier = field(init=False)
     health: HealthRegistry = field(init=False)
     denylist: Denylist = field(init=False)
+    retention_loop: RetentionLoop = field(init=False)
     running_consumers: list[Consumer] = field(init=False, default_factory=list)
     # The longest stop() waits for each of its steps (the background tasks, each on_stop hook).
     stop_step_seconds: float = 30.0
@@ -168,6 +174,13 @@ class ServiceRuntime:
         self.relay = OutboxRelay(
             engine=self.engine, table=self.outbox_table, publish=self._publish_counted
         )
+        self.retention_loop = RetentionLoop(
+            self.engine,
+            self.retention_policies(),
+            service=s.service_name,
+            interval=s.retention_interval_seconds,
+            batch_size=s.retention_batch_size,
+        )
         await self.relay.start()
         for hook in self.on_start:
             await hook(self)
@@ -197,8 +210,24 @@ class ServiceRuntime:
         self._tasks = [
             asyncio.create_task(self._watch_database(), name="database-watch"),
             asyncio.create_task(self._watch_outbox(), name="outbox-gauges"),
+            asyncio.create_task(self.retention_loop.run_forever(), name="retention"),
         ]
         log.info("service.started", consumers=[c.queue_name for c in self.running_consumers])
+
+    def retention_policies(self) -> list[RetentionPolicy]:
+        """Every table of this service that grows per event or request, with its period."""
+        s = self.settings
+        return [
+            RetentionPolicy(
+                self.inbox_table, "received_at", timedelta(seconds=s.inbox_retention_seconds)
+            ),
+            RetentionPolicy(
+                self.outbox_table, "published_at", timedelta(seconds=s.outbox_retention_seconds)
+            ),
+            # A revocation matters until the token it names would have expired anyway.
+            RetentionPolicy(revocations, "expires_at", timedelta(0)),
+            *self.retention,
+        ]
 
     async def _publish_counted(self, body: bytes, **kwargs: Any) -> None:
         await self.bus.publish_raw(body, **kwargs)
