@@ -224,8 +224,9 @@ class ServiceRuntime:
             RetentionPolicy(
                 self.outbox_table, "published_at", timedelta(seconds=s.outbox_retention_seconds)
             ),
-            # A revocation matters until the token it names would have expired anyway.
-            RetentionPolicy(revocations, "expires_at", timedelta(0)),
+            # A revocation matters until the token it names has expired: an hour past that
+            # covers any clock skew between the instances that check it.
+            RetentionPolicy(revocations, "expires_at", timedelta(hours=1)),
             *self.retention,
         ]
 

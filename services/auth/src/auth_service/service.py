@@ -301,13 +301,6 @@ async def forget_user(
     log.info("auth.user_forgotten", user_id=str(user_id))
 
 
-async def purge_sessions(*, session: AsyncSession, older_than: datetime) -> None:
-    """Delete sessions that ended before ``older_than``."""
-    purged = await RefreshTokenRepository(session).purge(older_than=older_than)
-    if purged:
-        log.info("auth.sessions_purged", count=purged)
-
-
 # --- the caller's sessions -------------------------------------------------------------------
 
 

@@ -22,4 +22,3 @@ class Settings(ServiceSettings):
     # A repeated Idempotency-Key replays the first response for this long (clients retry within
     # minutes; a day matches what payment APIs promise), then the key may place a new order.
     idempotency_ttl_hours: float = Field(default=24.0, gt=0)
-    idempotency_purge_interval_seconds: float = Field(default=3600.0, gt=0)

@@ -6,7 +6,7 @@ import uuid
 from collections.abc import Sequence
 from datetime import datetime
 
-from sqlalchemy import Row, bindparam, delete, select, tuple_, update
+from sqlalchemy import Row, bindparam, select, tuple_, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import selectinload
@@ -163,12 +163,3 @@ class OrderRepository:
             .where(IdempotencyRecord.user_id == user_id, IdempotencyRecord.key == key)
             .values(order_id=order_id, response_status=status_code, response_body=body)
         )
-
-    async def purge_idempotency_records(self, *, created_before: datetime) -> int:
-        """Forget idempotency records older than ``created_before``; returns how many."""
-        result = await self.session.execute(
-            delete(IdempotencyRecord)
-            .where(IdempotencyRecord.created_at < created_before)
-            .returning(IdempotencyRecord.key)
-        )
-        return len(result.all())

@@ -10,7 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from payments_gateway.config import Settings
 from payments_gateway.provider import BREAKER_NAME, ProviderClient
-from payments_gateway.service import purge_webhook_events, reconcile_pending_charges
+from payments_gateway.service import reconcile_pending_charges
 from payments_gateway.transport import ShardedTransport
 from servicekit import tracecontext
 from servicekit.breaker import State
@@ -65,8 +65,7 @@ class PaymentsContext:
         log.info("provider.client_opened", provider_url=s.provider_url)
 
     async def _reconcile_forever(self) -> None:
-        """Every reconcile_interval_seconds: settle pending charges whose webhook did not come,
-        and forget applied webhook ids past their retention."""
+        """Every reconcile_interval_seconds: settle pending charges whose webhook did not come."""
         while True:
             await asyncio.sleep(self.settings.reconcile_interval_seconds)
             try:
@@ -76,7 +75,6 @@ class PaymentsContext:
                     provider=self.provider,
                     settings=self.settings,
                 )
-                await purge_webhook_events(sessions=self.runtime.sessions, settings=self.settings)
             except Exception:  # the next round tries again; a crash would end reconciling
                 log.exception("payment.reconcile_failed")
 
