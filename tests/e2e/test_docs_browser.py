@@ -30,6 +30,7 @@ CHROMIUM_ARGS = [
     "--disable-component-update",
 ]
 PASSWORD = "correct horse battery staple 42"
+STEP_MS = 30_000  # generous: the machine may be loaded by other suites
 
 
 @pytest.fixture
@@ -58,8 +59,9 @@ def authorize(page: Page, *, email: str) -> None:
     dialog.locator("#oauth_username").fill(email)
     dialog.locator("#oauth_password").fill(PASSWORD)
     dialog.locator(".auth-btn-wrapper button.authorize").click()
-    expect(dialog.locator("button.logout")).to_be_visible()  # Swagger UI now holds a token
-    dialog.locator("button.btn-done").click()
+    # Swagger UI now holds a token (argon2 on a loaded machine may take a while).
+    expect(dialog.get_by_role("heading", name="Authorized")).to_be_visible(timeout=STEP_MS)
+    dialog.get_by_role("button", name="Close").click()
 
 
 def execute(page: Page, *, method: str, path: str) -> tuple[str, str]:
@@ -71,7 +73,7 @@ def execute(page: Page, *, method: str, path: str) -> tuple[str, str]:
     operation.locator("button.try-out__btn").click()
     operation.locator("button.execute").click()
     live = operation.locator(".live-responses-table .response")
-    expect(live).to_be_visible()
+    expect(live).to_be_visible(timeout=STEP_MS)
     status = live.locator(".response-col_status").inner_text().strip()
     body = live.locator(".response-col_description .microlight").first.inner_text()
     return status, body
@@ -90,6 +92,7 @@ class TestSwaggerUiInABrowser:
             browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
             try:
                 page = browser.new_page()
+                page.set_default_timeout(STEP_MS)
 
                 def record(request: Request) -> None:
                     requests.append(request.url)
