@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from functools import cache
 
-from sqlalchemy import Column, DateTime, MetaData, String, Table, Uuid, func
+from sqlalchemy import Column, DateTime, Index, MetaData, String, Table, Uuid, func
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.sql.dml import ReturningInsert
@@ -24,7 +24,9 @@ def inbox_columns() -> list[Column[object]]:
 
 def inbox_table(metadata: MetaData, name: str = "inbox") -> Table:
     """Add the inbox table to a service's metadata."""
-    return Table(name, metadata, *inbox_columns())
+    table = Table(name, metadata, *inbox_columns())
+    Index(f"ix_{name}_received_at", table.c.received_at)  # retention finds the old rows by it
+    return table
 
 
 async def record_receipt(

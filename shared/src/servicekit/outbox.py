@@ -11,9 +11,8 @@ again: at-least-once, and consumers' inboxes make the repeat harmless.
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import Awaitable, Callable, Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
 import orjson
@@ -30,7 +29,6 @@ from sqlalchemy import (
     Text,
     Uuid,
     bindparam,
-    delete,
     func,
     literal,
     select,
@@ -138,14 +136,12 @@ class OutboxRelay:
         publish: PublishFn,
         batch_size: int = 100,
         poll_interval: float = 1.0,
-        retention: timedelta = timedelta(hours=24),
     ) -> None:
         self.engine = engine
         self.table = table
         self.publish = publish
         self.batch_size = batch_size
         self.poll_interval = poll_interval
-        self.retention = retention
         self.channel = f"{table.name}_pending"
         self._loop = NotifiedLoop(
             name=f"outbox-relay:{table.name}",
@@ -155,7 +151,6 @@ class OutboxRelay:
             batch_size=batch_size,
             poll_interval=poll_interval,
         )
-        self._last_purge = 0.0
         self.published_total = 0
         # Built once: a relay runs them for every batch, hundreds of times a second under load.
         t = table
@@ -192,9 +187,7 @@ class OutboxRelay:
         return self._loop.running
 
     async def _step(self) -> int:
-        published = await self.publish_pending()
-        await self._purge_published()
-        return published
+        return await self.publish_pending()
 
     async def publish_pending(self) -> int:
         """Publish one batch of pending rows; returns how many rows it handled."""
@@ -244,19 +237,6 @@ class OutboxRelay:
             log.warning("outbox.publish_failed", failed=len(failed), published=len(done))
             raise failed[0][1] if isinstance(failed[0][1], Exception) else RuntimeError("publish")
         return len(rows)
-
-    async def _purge_published(self) -> None:
-        now = time.monotonic()
-        if now - self._last_purge < 60:
-            return
-        self._last_purge = now
-        cutoff = datetime.now(UTC) - self.retention
-        async with self.engine.begin() as conn:
-            await conn.execute(
-                delete(self.table).where(
-                    self.table.c.published_at.is_not(None), self.table.c.published_at < cutoff
-                )
-            )
 
     async def backlog(self) -> tuple[int, float]:
         """(pending rows, age in seconds of the oldest pending row)."""

@@ -29,7 +29,6 @@ from sqlalchemy import (
     String,
     Table,
     Uuid,
-    delete,
     select,
 )
 from sqlalchemy.dialects.postgresql import insert
@@ -103,14 +102,11 @@ class Denylist:
             self._task = None
 
     async def _follow(self) -> None:
-        ticks = 0
+        # Expired rows are deleted by the service's retention (servicekit.retention).
         while True:
             await asyncio.sleep(self.poll_interval)
             try:
                 await self.refresh()
-                ticks += 1
-                if ticks % 600 == 0:
-                    await self.purge_expired()
             except Exception as exc:
                 log.warning("denylist.refresh_failed", error=f"{type(exc).__name__}: {exc}")
 
@@ -156,13 +152,6 @@ class Denylist:
     def _forget_expired(self, now: datetime) -> None:
         self._jtis = {j: exp for j, exp in self._jtis.items() if exp > now}
         self._users = {u: c for u, c in self._users.items() if c.expires_at > now}
-
-    async def purge_expired(self) -> None:
-        """Delete rows no token can need any more."""
-        async with self.engine.begin() as conn:
-            await conn.execute(
-                delete(revocations).where(revocations.c.expires_at < datetime.now(UTC))
-            )
 
     async def is_revoked(self, principal: Principal) -> bool:
         """True when the token or every token of its user issued by then was revoked."""

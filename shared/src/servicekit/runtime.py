@@ -14,6 +14,7 @@ import contextlib
 import gc
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import Any
 
 import asyncpg
@@ -32,6 +33,7 @@ from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_delay, w
 from servicekit import tracecontext
 from servicekit.bus import Consumer, ConsumerObserver, EventBus, Handler, QueueSettings
 from servicekit.db import create_engine, ping, session_factory
+from servicekit.docs import install_docs
 from servicekit.errors import (
     DatabaseUnavailable,
     LogUnhandledOnce,
@@ -58,7 +60,8 @@ from servicekit.metrics import (
 )
 from servicekit.middleware import ResponseObserver, install_middleware
 from servicekit.outbox import Outbox, OutboxRelay
-from servicekit.revocation import Denylist
+from servicekit.retention import RetentionLoop, RetentionPolicy
+from servicekit.revocation import Denylist, revocations
 from servicekit.security import JwksCache, Principal, TokenVerifier
 from servicekit.settings import ServiceSettings
 
@@ -93,6 +96,9 @@ class ServiceRuntime:
     on_start: Sequence[Hook] = ()
     on_stop: Sequence[Hook] = ()
     observers: list[ConsumerObserver] = field(default_factory=list)
+    # The service's own tables that grow per event or request (the inbox, the outbox and the
+    # denylist are added by the runtime).
+    retention: Sequence[RetentionPolicy] = ()
 
     engine: AsyncEngine = field(init=False)
     sessions: async_sessionmaker[AsyncSession] = field(init=False)
@@ -104,6 +110,7 @@ class ServiceRuntime:
     verifier: TokenVerifier = field(init=False)
     health: HealthRegistry = field(init=False)
     denylist: Denylist = field(init=False)
+    retention_loop: RetentionLoop = field(init=False)
     running_consumers: list[Consumer] = field(init=False, default_factory=list)
     # The longest stop() waits for each of its steps (the background tasks, each on_stop hook).
     stop_step_seconds: float = 30.0
@@ -171,6 +178,13 @@ class ServiceRuntime:
         self.relay = OutboxRelay(
             engine=self.engine, table=self.outbox_table, publish=self._publish_counted
         )
+        self.retention_loop = RetentionLoop(
+            self.engine,
+            self.retention_policies(),
+            service=s.service_name,
+            interval=s.retention_interval_seconds,
+            batch_size=s.retention_batch_size,
+        )
         await self.relay.start()
         for hook in self.on_start:
             await hook(self)
@@ -204,8 +218,25 @@ class ServiceRuntime:
         self._tasks = [
             asyncio.create_task(self._watch_database(), name="database-watch"),
             asyncio.create_task(self._watch_outbox(), name="outbox-gauges"),
+            asyncio.create_task(self.retention_loop.run_forever(), name="retention"),
         ]
         log.info("service.started", consumers=[c.queue_name for c in self.running_consumers])
+
+    def retention_policies(self) -> list[RetentionPolicy]:
+        """Every table of this service that grows per event or request, with its period."""
+        s = self.settings
+        return [
+            RetentionPolicy(
+                self.inbox_table, "received_at", timedelta(seconds=s.inbox_retention_seconds)
+            ),
+            RetentionPolicy(
+                self.outbox_table, "published_at", timedelta(seconds=s.outbox_retention_seconds)
+            ),
+            # A revocation matters until the token it names has expired: an hour past that
+            # covers any clock skew between the instances that check it.
+            RetentionPolicy(revocations, "expires_at", timedelta(hours=1)),
+            *self.retention,
+        ]
 
     async def _publish_counted(self, body: bytes, **kwargs: Any) -> None:
         try:
@@ -422,12 +453,11 @@ def create_service_app(
         description=description,
         version=version,
         lifespan=lifespan,
-        docs_url=f"{prefix}/docs",
+        docs_url=None,
         openapi_url=f"{prefix}/openapi.json",
         redoc_url=None,
-        swagger_ui_oauth2_redirect_url=f"{prefix}/docs/oauth2-redirect",
-        swagger_ui_init_oauth={"clientId": "swagger-ui"},
     )
+    install_docs(app, prefix=prefix)  # before the routers: `<prefix>/{id}` would match `docs`
     app.state.runtime = runtime
     install_error_handlers(app)
     for exc_type in (*DATABASE_DOWN, DBAPIError):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from datetime import timedelta
 from typing import Any, ClassVar, Literal, Self
 
 from pydantic import Field, SecretStr, field_validator, model_validator
@@ -56,6 +57,13 @@ class ServiceSettings(BaseSettings):
     # redelivered (its consumer died holding it) before it is parked in the DLQ.
     queue_replicas: int = Field(default=3, ge=1)
     queue_delivery_limit: int = Field(default=20, ge=1)
+    # Retention (docs/retention.md): a message id stays in the inbox far longer than any
+    # redelivery, retry or deferral of that message can take; a published outbox row is kept
+    # a day for operators to look at.
+    inbox_retention_seconds: float = Field(default=7 * 86_400.0, gt=0)
+    outbox_retention_seconds: float = Field(default=86_400.0, ge=0)
+    retention_interval_seconds: float = Field(default=300.0, gt=0)
+    retention_batch_size: int = Field(default=1000, ge=1)
     metrics_enabled: bool = True
     # Once started, the long-lived heap (modules, schemas, pools) is frozen out of the cyclic
     # garbage collector and young collections run less often: every full collection otherwise
@@ -91,6 +99,15 @@ class ServiceSettings(BaseSettings):
         if not value or any(delay <= 0 for delay in value):
             raise ValueError("retry delays must be a non-empty list of positive milliseconds")
         return value
+
+    @model_validator(mode="after")
+    def _inbox_outlives_retries(self) -> Self:
+        # The retry chain's own delays bound how late a copy of an applied message can come
+        # back through this service's queues; an inbox forgetting sooner would apply it twice.
+        retry_chain = timedelta(milliseconds=sum(self.retry_delays_ms))
+        if timedelta(seconds=self.inbox_retention_seconds) <= 10 * retry_chain:
+            raise ValueError("inbox_retention_seconds must exceed ten times the retry delays")
+        return self
 
     def production_checks(self) -> list[str]:
         """List what makes this configuration unfit for production (extend in subclasses)."""

@@ -111,5 +111,4 @@ class TestDenylist:
         )
         await denylist.refresh()
         assert not await denylist.is_revoked(token)
-        await denylist.purge_expired()
         await denylist.stop()

@@ -78,15 +78,31 @@ def _admin_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--password-stdin",
         action="store_true",
-        help="read the password from the first line of standard input instead of a prompt",
+        help="read the password from the first line of standard input instead of a prompt "
+        "(the default when standard input is not a terminal)",
     )
 
 
+class NoPasswordError(Exception):
+    """No password was given: nothing on standard input, or the prompt was closed."""
+
+
 def _read_password(from_stdin: bool) -> str:
-    if from_stdin:
-        return sys.stdin.readline().rstrip("\r\n")
-    password = getpass.getpass("Password: ")
-    if getpass.getpass("Repeat password: ") != password:
+    """The password from a prompt at a terminal, else the first line of standard input."""
+    if from_stdin or not sys.stdin.isatty():
+        password = sys.stdin.readline().rstrip("\r\n")
+        if not password:
+            raise NoPasswordError(
+                "no password on standard input (pipe one line in, or run at a terminal "
+                "to be prompted)"
+            )
+        return password
+    try:
+        password = getpass.getpass("Password: ")
+        repeated = getpass.getpass("Repeat password: ")
+    except EOFError:
+        raise NoPasswordError("no password given at the prompt") from None
+    if repeated != password:
         raise ValueError("the passwords differ")
     return password
 
@@ -130,6 +146,9 @@ def create_admin(args: argparse.Namespace, base: ServiceSettings) -> int:
                 settings, email=request.email, name=request.name, password=request.password
             )
         )
+    except NoPasswordError as exc:
+        print(f"create-admin: {exc}", file=sys.stderr)
+        return 2
     except AppError as exc:
         print(f"create-admin: {exc.message}", file=sys.stderr)
         return 1

@@ -45,6 +45,7 @@ class Settings(ServiceSettings):
     access_token_ttl_seconds: int = Field(default=900, ge=30, le=900)
     refresh_token_idle_seconds: int = Field(default=7 * 24 * 3600, ge=60)
     refresh_family_lifetime_seconds: int = Field(default=30 * 24 * 3600, ge=60)
+    ended_session_retention_seconds: int = Field(default=86_400, ge=0)
 
     argon2_memory_kib: int = Field(default=19456, ge=OWASP_MIN_MEMORY_KIB)
     argon2_time_cost: int = Field(default=2, ge=1)

@@ -2,17 +2,32 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 from fastapi import FastAPI
 
 from auth_service import handlers
 from auth_service.config import Settings
-from auth_service.models import inbox, outbox
+from auth_service.models import RefreshFamily, inbox, outbox
 from auth_service.resources import AuthResources
 from auth_service.router import router, well_known_router
+from servicekit.retention import RetentionPolicy
 from servicekit.runtime import ConsumerSpec, ServiceRuntime, create_service_app
 
 # What the outbox may carry (it refuses anything else); also the AsyncAPI document's source.
 PUBLISHES = ("user.registered", "session.revoked")
+
+
+def retention(settings: Settings) -> list[RetentionPolicy]:
+    """This service's own growing tables (the runtime adds the inbox, outbox and denylist)."""
+    # A session that expired or was revoked is kept for investigations, then deleted (its
+    # refresh tokens go with it); presenting one of its tokens after that is still a 401.
+    keep = timedelta(seconds=settings.ended_session_retention_seconds)
+    families = RefreshFamily.__table__
+    return [
+        RetentionPolicy(families, "expires_at", keep),
+        RetentionPolicy(families, "revoked_at", keep),
+    ]
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -29,6 +44,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         ],
         on_start=[auth.start],
         on_stop=[auth.stop],
+        retention=retention(settings),
     )
     app = create_service_app(
         runtime=runtime,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from datetime import datetime
 
-from sqlalchemy import delete, or_, select, tuple_, update
+from sqlalchemy import delete, select, tuple_, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -172,17 +172,3 @@ class RefreshTokenRepository:
         query = query.order_by(RefreshFamily.created_at.desc(), RefreshFamily.id.desc())
         result = await self.session.execute(query.limit(limit))
         return list(result.scalars())
-
-    async def purge(self, *, older_than: datetime) -> int:
-        """Delete families that expired or were revoked before ``older_than``."""
-        result = await self.session.execute(
-            delete(RefreshFamily)
-            .where(
-                or_(
-                    RefreshFamily.expires_at < older_than,
-                    RefreshFamily.revoked_at < older_than,
-                )
-            )
-            .returning(RefreshFamily.id)
-        )
-        return len(result.all())

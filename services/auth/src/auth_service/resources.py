@@ -4,13 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import time
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 
 from auth_service.config import Settings
 from auth_service.keys import KeyStore, UnfitKeysError
 from auth_service.passwords import PasswordHasher
-from auth_service.repository import RefreshTokenRepository
 from auth_service.throttle import LoginThrottle
 from auth_service.tokens import TokenIssuer
 from servicekit.logging import get_logger
@@ -19,10 +17,6 @@ from servicekit.runtime import ServiceRuntime
 from servicekit.security import JwksCache
 
 log = get_logger(__name__)
-
-PURGE_INTERVAL_SECONDS = 3600.0
-# Expired and revoked sessions are kept a day for investigations, then deleted.
-PURGE_RETENTION = timedelta(days=1)
 
 
 class AuthResources:
@@ -126,21 +120,9 @@ class AuthResources:
         self.keys.signing_key()
 
     async def _maintain(self) -> None:
-        last_purge = time.monotonic()
         while True:
             await asyncio.sleep(self.settings.keys_reload_seconds)
             try:
                 await self.reload_keys()
-                if time.monotonic() - last_purge >= PURGE_INTERVAL_SECONDS:
-                    last_purge = time.monotonic()
-                    await self._purge()
             except Exception as exc:
                 log.warning("auth.maintenance_failed", error=f"{type(exc).__name__}: {exc}")
-
-    async def _purge(self) -> None:
-        assert self._runtime is not None
-        older_than = datetime.now(UTC) - PURGE_RETENTION
-        async with self._runtime.sessions() as session, session.begin():
-            purged = await RefreshTokenRepository(session).purge(older_than=older_than)
-        if purged:
-            log.info("auth.sessions_purged", count=purged)

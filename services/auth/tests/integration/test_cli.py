@@ -5,7 +5,9 @@ from __future__ import annotations
 import asyncio
 import io
 import json
+import os
 import stat
+import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -107,10 +109,82 @@ class TestCreateAdmin:
         capsys: pytest.CaptureFixture[str],
     ) -> None:
         answers = iter([GOOD_PASSWORD, GOOD_PASSWORD + "-typo"])
+        monkeypatch.setattr(sys, "stdin", _Terminal())
         monkeypatch.setattr(cli.getpass, "getpass", lambda prompt: next(answers))
         code = cli.main(["create-admin", "--email", new_email(), "--name", "A"])
         assert code == 1
         assert "differ" in capsys.readouterr().err
+
+
+class _Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def _run_cli(
+    settings: Settings, keys: Path, *arguments: str, stdin: str
+) -> subprocess.CompletedProcess[str]:
+    """The command as an operator runs it: its own process, input piped in, no terminal."""
+    env = {
+        **os.environ,
+        "AUTH_ENVIRONMENT": "test",
+        "AUTH_DATABASE_URL": settings.database_url,
+        "AUTH_KEYS_DIR": str(keys),
+        "AUTH_RSA_KEY_BITS": "2048",
+    }
+    return subprocess.run(
+        [sys.executable, "-m", "auth_service.cli", *arguments],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+        check=False,
+    )
+
+
+class TestCreateAdminAsAProcess:
+    async def test_a_piped_password_creates_an_admin_who_can_log_in(
+        self, settings: Settings, tmp_path: Path
+    ) -> None:
+        email = new_email()
+        done = await asyncio.to_thread(
+            _run_cli,
+            settings,
+            tmp_path,
+            *("create-admin", "--email", email, "--name", "Root"),
+            stdin=f"{GOOD_PASSWORD}\n",
+        )
+        assert done.returncode == 0, done.stderr
+        assert "Traceback" not in done.stderr
+        assert GOOD_PASSWORD not in done.stdout + done.stderr
+        async with serve_app(create_app(settings)) as client:
+            login = await client.post(
+                "/auth/login", json={"email": email, "password": GOOD_PASSWORD}
+            )
+        assert login.status_code == 200, login.text
+        claims = jwt.decode(login.json()["access_token"], options={"verify_signature": False})
+        assert claims["roles"] == ["admin"]
+
+    @pytest.mark.parametrize(
+        ("stdin", "flag"),
+        [("", ()), ("\n", ("--password-stdin",))],
+        ids=["nothing-piped", "empty-line-with-flag"],
+    )
+    def test_no_password_is_one_line_and_exit_code_2(
+        self, settings: Settings, tmp_path: Path, stdin: str, flag: tuple[str, ...]
+    ) -> None:
+        email = new_email()
+        done = _run_cli(
+            settings,
+            tmp_path,
+            *("create-admin", "--email", email, "--name", "Root", *flag),
+            stdin=stdin,
+        )
+        assert done.returncode == 2
+        assert "Traceback" not in done.stderr
+        assert done.stderr.count("\n") == 1, done.stderr
+        assert done.stderr.startswith("create-admin: no password")
 
 
 class TestKeyCommands:

@@ -276,3 +276,50 @@ class TestSessions:
         ][0]["id"]
         response = await client.delete(f"/auth/sessions/{alice_session}", headers=_bearer(bob))
         assert response.status_code == 404
+
+
+class TestEndedSessionRetention:
+    async def test_sessions_ended_long_ago_are_deleted_and_live_ones_kept(
+        self, settings: Settings
+    ) -> None:
+        app = create_app(settings)
+        async with serve_app(app) as client:
+            email = f"retention-{uuid.uuid4().hex[:12]}@example.com"
+            registered = await client.post(
+                "/auth/register", json={"email": email, "password": GOOD_PASSWORD, "name": "R"}
+            )
+            assert registered.status_code == 201, registered.text
+            ended, live = await _login(client, email), await _login(client, email)
+            logout = await client.post(
+                "/auth/logout",
+                json={"refresh_token": ended["refresh_token"]},
+                headers=_bearer(ended),
+            )
+            assert logout.status_code == 204
+            runtime = app.state.runtime
+            async with runtime.engine.begin() as conn:
+                await conn.execute(
+                    text(
+                        "UPDATE refresh_families SET revoked_at = now() - interval '2 days' "
+                        "WHERE revoked_at IS NOT NULL AND user_id = :user_id"
+                    ),
+                    {"user_id": uuid.UUID(registered.json()["id"])},
+                )
+
+            deleted = await runtime.retention_loop.run_once()
+
+            async with runtime.engine.connect() as conn:
+                families = await conn.scalar(
+                    text("SELECT count(*) FROM refresh_families WHERE user_id = :user_id"),
+                    {"user_id": uuid.UUID(registered.json()["id"])},
+                )
+            refused = await client.post(
+                "/auth/refresh", json={"refresh_token": ended["refresh_token"]}
+            )
+            renewed = await client.post(
+                "/auth/refresh", json={"refresh_token": live["refresh_token"]}
+            )
+        assert deleted["refresh_families"] >= 1
+        assert families == 1
+        assert refused.status_code == 401
+        assert renewed.status_code == 200, renewed.text

@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
+from sqlalchemy import update
+
+from notifications_service.models import inbox
 from notifications_service.service import short_id
 from servicekit.events import (
     OrderCancelled,
@@ -15,6 +19,7 @@ from servicekit.events import (
     new_envelope,
 )
 from servicekit.logging import captured_lines
+from servicekit.retention import RetentionPolicy, purge
 
 from .conftest import Shop
 
@@ -98,6 +103,38 @@ class TestOrderEmails:
         await asyncio.sleep(1.0)
 
         assert len(await shop.mails(email, "confirmed")) == 1
+        assert len(await shop.notifications(user_id)) == 2  # welcome + the order
+
+    async def test_an_event_redelivered_after_its_inbox_row_was_purged_sends_no_second_email(
+        self, shop: Shop
+    ) -> None:
+        user_id, email = await shop.register()
+        await shop.wait_for_mail(email, "Welcome")
+        envelope = await shop.confirm_order(user_id)
+        await shop.publish(envelope.payload(), envelope=envelope)
+        first = await shop.wait_for_mail(email, "confirmed")
+        await shop.wait_for_notification(user_id, template="order_confirmed", status="sent")
+        # The receipt ages past the inbox retention and the service's own policy deletes it.
+        async with shop.engine.begin() as conn:
+            await conn.execute(
+                update(inbox)
+                .where(inbox.c.message_id == envelope.id)
+                .values(received_at=datetime.now(UTC) - timedelta(days=30))
+            )
+        keep = timedelta(seconds=shop.settings.inbox_retention_seconds)
+        purged = await purge(
+            shop.engine, RetentionPolicy(inbox, "received_at", keep), service="notifications"
+        )
+        assert purged >= 1
+
+        await shop.publish(envelope.payload(), envelope=envelope)  # a parked copy redriven
+        await shop.wait_processed(envelope)
+        await asyncio.sleep(1.0)  # room for a second email to arrive (it must not)
+
+        # One notification per (event, template): the redelivery found it and sent nothing.
+        mails = await shop.mails(email, "confirmed")
+        assert len(mails) == 1
+        assert mails[0].message_id == first.message_id
         assert len(await shop.notifications(user_id)) == 2  # welcome + the order
 
     async def test_failed_cancelled_and_refunded_orders_each_send_their_email(

@@ -8,10 +8,11 @@ from fastapi import FastAPI
 
 from orders_service.config import Settings
 from orders_service.handlers import HandlerDeps, consumer_specs
-from orders_service.maintenance import IdempotencyJanitor, InFlightSweeper
-from orders_service.models import inbox, outbox
+from orders_service.maintenance import InFlightSweeper
+from orders_service.models import IdempotencyRecord, inbox, outbox
 from orders_service.router import router
 from servicekit.outbox import Outbox
+from servicekit.retention import RetentionPolicy
 from servicekit.runtime import ServiceRuntime, create_service_app
 
 
@@ -21,10 +22,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     deps = HandlerDeps(
         outbox=Outbox(outbox, producer=settings.service_name),
         order_wait=timedelta(seconds=settings.order_wait_seconds),
-    )
-    janitor = IdempotencyJanitor(
-        ttl=timedelta(hours=settings.idempotency_ttl_hours),
-        interval=settings.idempotency_purge_interval_seconds,
     )
     sweeper = InFlightSweeper(
         outbox=deps.outbox,
@@ -44,8 +41,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             "order.cancelled",
             "order.refund_requested",
         ],
-        on_start=[janitor.start, sweeper.start],
-        on_stop=[janitor.stop, sweeper.stop],
+        on_start=[sweeper.start],
+        on_stop=[sweeper.stop],
+        retention=[
+            RetentionPolicy(
+                IdempotencyRecord.__table__,
+                "created_at",
+                timedelta(hours=settings.idempotency_ttl_hours),
+            )
+        ],
     )
     return create_service_app(
         runtime=runtime,

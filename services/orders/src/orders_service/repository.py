@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Row, bindparam, delete, exists, select, text, tuple_, update
+from sqlalchemy import Row, bindparam, exists, select, text, tuple_, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import selectinload
@@ -219,12 +219,3 @@ class OrderRepository:
             .where(IdempotencyRecord.user_id == user_id, IdempotencyRecord.key == key)
             .values(order_id=order_id, response_status=status_code, response_body=body)
         )
-
-    async def purge_idempotency_records(self, *, created_before: datetime) -> int:
-        """Forget idempotency records older than ``created_before``; returns how many."""
-        result = await self.session.execute(
-            delete(IdempotencyRecord)
-            .where(IdempotencyRecord.created_at < created_before)
-            .returning(IdempotencyRecord.key)
-        )
-        return len(result.all())

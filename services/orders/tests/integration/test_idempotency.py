@@ -8,7 +8,6 @@ from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import update
 
-from orders_service.maintenance import purge_expired_idempotency_records
 from orders_service.models import IdempotencyRecord
 from servicekit.testing.capture import EventCapture
 from tests.integration.conftest import Service, of_user, order_body
@@ -137,9 +136,7 @@ class TestIdempotencyRetention:
                 .values(created_at=datetime.now(UTC) - timedelta(hours=25))
             )
 
-        purged = await purge_expired_idempotency_records(
-            sessions=orders.runtime.sessions, ttl=timedelta(hours=24)
-        )
+        purged = (await orders.runtime.retention_loop.run_once())["idempotency_keys"]
         again = await orders.place(user_id, order_body(), **{"Idempotency-Key": reused})
 
         assert purged >= 1
@@ -149,9 +146,7 @@ class TestIdempotencyRetention:
         kept = key()
         first = await orders.place(user_id, order_body(), **{"Idempotency-Key": kept})
 
-        await purge_expired_idempotency_records(
-            sessions=orders.runtime.sessions, ttl=timedelta(hours=24)
-        )
+        await orders.runtime.retention_loop.run_once()
         again = await orders.place(user_id, order_body(), **{"Idempotency-Key": kept})
 
         assert again["id"] == first["id"]

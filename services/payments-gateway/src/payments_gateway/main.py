@@ -2,14 +2,23 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 from fastapi import FastAPI
 
 from payments_gateway.config import Settings
 from payments_gateway.handlers import build_handlers
-from payments_gateway.models import inbox, outbox
+from payments_gateway.models import ProviderWebhookEvent, inbox, outbox
 from payments_gateway.resources import PaymentsResources
 from payments_gateway.router import router
+from servicekit.retention import RetentionPolicy
 from servicekit.runtime import ConsumerSpec, ServiceRuntime, create_service_app
+
+
+def retention(settings: Settings) -> list[RetentionPolicy]:
+    """This service's own growing tables (the runtime adds the inbox, outbox and denylist)."""
+    keep_webhook_ids = timedelta(days=settings.webhook_retention_days)
+    return [RetentionPolicy(ProviderWebhookEvent.__table__, "received_at", keep_webhook_ids)]
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -30,6 +39,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         publishes=["payment.succeeded", "payment.failed", "payment.refunded"],
         on_start=[resources.start],
         on_stop=[resources.stop],
+        retention=retention(settings),
     )
     app = create_service_app(
         runtime=runtime,

@@ -8,7 +8,7 @@ from decimal import Decimal
 from functools import cache
 from typing import Any
 
-from sqlalchemy import Row, and_, bindparam, delete, or_, select, update
+from sqlalchemy import Row, and_, bindparam, or_, select, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.sql.dml import ReturningUpdate
@@ -229,12 +229,3 @@ class WebhookEventRepository:
             .returning(ProviderWebhookEvent.id)
         )
         return (await self.session.execute(stmt)).first() is not None
-
-    async def purge(self, *, received_before: datetime) -> int:
-        """Forget deliveries received before ``received_before``; how many were deleted."""
-        result = await self.session.execute(
-            delete(ProviderWebhookEvent)
-            .where(ProviderWebhookEvent.received_at < received_before)
-            .returning(ProviderWebhookEvent.id)
-        )
-        return len(result.all())

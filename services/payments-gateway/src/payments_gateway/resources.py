@@ -10,11 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from payments_gateway.config import Settings
 from payments_gateway.provider import BREAKER_NAME, ProviderClient
-from payments_gateway.service import (
-    purge_webhook_events,
-    reconcile_pending_charges,
-    sweep_stalled_payments,
-)
+from payments_gateway.service import reconcile_pending_charges, sweep_stalled_payments
 from payments_gateway.transport import ShardedTransport
 from servicekit import tracecontext
 from servicekit.breaker import State
@@ -70,7 +66,7 @@ class PaymentsResources:
 
     async def _reconcile_forever(self) -> None:
         """Every reconcile_interval_seconds: settle pending charges whose webhook did not come,
-        move on payments whose charge stalled, and forget webhook ids past their retention."""
+        and move on payments whose charge stalled."""
         name = self.settings.service_name
         for outcome in ("succeeded", "failed", "failed_deadline", "deferred", "awaiting_webhook"):
             SWEPT.labels(name, "stalled_payments", outcome)
@@ -93,7 +89,6 @@ class PaymentsResources:
                 )
                 for outcome, count in swept.items():
                     SWEPT.labels(name, "stalled_payments", outcome).inc(count)
-                await purge_webhook_events(sessions=self.runtime.sessions, settings=self.settings)
             except Exception:  # the next round tries again; a crash would end reconciling
                 log.exception("payment.reconcile_failed")
 

@@ -400,18 +400,6 @@ async def sweep_stalled_payments(
     return outcomes
 
 
-async def purge_webhook_events(
-    *, sessions: async_sessionmaker[AsyncSession], settings: Settings
-) -> int:
-    """Delete applied webhook ids older than the retention; how many were deleted."""
-    before = utcnow() - timedelta(days=settings.webhook_retention_days)
-    async with sessions() as session, session.begin():
-        purged = await WebhookEventRepository(session).purge(received_before=before)
-    if purged:
-        log.info("webhook.ids_purged", count=purged, received_before=before.isoformat())
-    return purged
-
-
 # --- refunding ------------------------------------------------------------------------------
 
 

@@ -5,8 +5,15 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
+from datetime import UTC, datetime, timedelta
 
+from sqlalchemy import func, select, update
+
+from payments_gateway.models import inbox
+from servicekit.db import create_engine
 from servicekit.events import new_envelope
+from servicekit.retention import RetentionPolicy, purge
+from servicekit.testing.waiting import wait_until
 from tests.integration.stack import Stack, StackFactory, an_order
 
 
@@ -148,3 +155,43 @@ class TestCharging:
             f"\n30 orders at 30% 5xx + 100 ms: {elapsed:.1f}s, "
             f"{stats['requests'].get('/v1/charges')} charge requests, {stats['faulted']} faulted"
         )
+
+
+class TestRedeliveryAfterRetention:
+    async def test_an_order_event_redelivered_after_its_inbox_row_was_purged_is_not_charged_again(
+        self, stack: Stack
+    ) -> None:
+        order = an_order()
+        envelope = new_envelope(order, producer="orders")
+        await stack.orders_bus.publish(envelope)
+        await stack.wait_for("payment.succeeded", order.order_id)
+        engine = create_engine(stack.settings.database_url, pool_size=1, max_overflow=0)
+        receipt = select(func.count()).select_from(inbox).where(inbox.c.message_id == envelope.id)
+        try:
+            # The receipt ages past the inbox retention and the service's own policy deletes it.
+            async with engine.begin() as conn:
+                await conn.execute(
+                    update(inbox)
+                    .where(inbox.c.message_id == envelope.id)
+                    .values(received_at=datetime.now(UTC) - timedelta(days=30))
+                )
+            policy = RetentionPolicy(
+                inbox, "received_at", timedelta(seconds=stack.settings.inbox_retention_seconds)
+            )
+            assert await purge(engine, policy, service="payments-gateway") >= 1
+            async with engine.connect() as conn:
+                assert await conn.scalar(receipt) == 0
+
+            await stack.orders_bus.publish(envelope)  # a parked copy redriven weeks later
+
+            async def receipt_again() -> bool:
+                async with engine.connect() as conn:
+                    return bool(await conn.scalar(receipt))
+
+            await wait_until(receipt_again, timeout=20, what="the redelivery to be applied")
+        finally:
+            await engine.dispose()
+        # One payment per order (its unique order_id): the redelivery found it and did nothing.
+        assert len(await stack.payments_of(order)) == 1
+        assert len(await stack.ledger(order.order_id)) == 1
+        assert len(await stack.published("payment.succeeded", order.order_id)) == 1

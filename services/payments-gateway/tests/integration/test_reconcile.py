@@ -10,9 +10,10 @@ from typing import Any
 
 from sqlalchemy import select, update
 
+from payments_gateway.main import retention
 from payments_gateway.models import ProviderWebhookEvent
-from payments_gateway.service import purge_webhook_events
 from servicekit.db import create_engine, session_factory
+from servicekit.retention import purge
 from tests.integration.stack import Stack, StackFactory, an_order
 from tests.integration.test_webhooks import charge_event, deliver, pending_payment
 
@@ -108,7 +109,8 @@ class TestWebhookRetention:
                         .values(received_at=datetime.now(UTC) - timedelta(days=8))
                     )
 
-                purged = await purge_webhook_events(sessions=sessions, settings=stack.settings)
+                [webhook_ids] = retention(stack.settings)
+                purged = await purge(engine, webhook_ids, service="payments-gateway")
 
                 async with sessions() as session:
                     kept = list(await session.scalars(select(ProviderWebhookEvent.payment_id)))

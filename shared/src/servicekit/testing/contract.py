@@ -7,6 +7,7 @@ fixtures: ``settings`` (pointing at this run's migrated database) and ``app_fact
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import Callable
 from typing import Any, ClassVar
 
@@ -95,6 +96,38 @@ class ServiceAppContract:
         assert "/health/ready" not in spec.json()["paths"]
         assert docs.status_code == 200
         assert "swagger" in docs.text.lower()
+
+    async def test_openapi_on_the_service_port_is_the_prefixed_document(
+        self, app_factory: Callable[[Any], Any], settings: Any
+    ) -> None:
+        async with serve_app(app_factory(settings)) as client:
+            bare = await client.get("/openapi.json")
+            prefixed = await client.get(f"{self.prefix}/openapi.json")
+        assert bare.status_code == 200
+        assert bare.headers["content-type"].startswith("application/json")
+        assert bare.json() == prefixed.json()
+        assert any(path.startswith(self.prefix) for path in bare.json()["paths"])
+
+    async def test_docs_page_loads_its_assets_from_the_service_under_the_prefix(
+        self, app_factory: Callable[[Any], Any], settings: Any
+    ) -> None:
+        async with serve_app(app_factory(settings)) as client:
+            docs = await client.get(f"{self.prefix}/docs")
+            assets = re.findall(r'(?:src|href)="([^"]+)"', docs.text)
+            loaded = {url: await client.get(url) for url in assets}
+            redirect = await client.get(f"{self.prefix}/docs/oauth2-redirect")
+        assert docs.status_code == 200
+        assert f"url: '{self.prefix}/openapi.json'" in docs.text
+        assert assets, docs.text
+        for url, response in loaded.items():
+            assert url.startswith(f"{self.prefix}/docs/"), url  # nothing from another host
+            assert response.status_code == 200, url
+            assert len(response.content) > 0, url
+        assert {url.rsplit("/", 1)[-1] for url in assets} >= {
+            "swagger-ui-bundle.js",
+            "swagger-ui.css",
+        }
+        assert redirect.status_code == 200
 
     async def test_unknown_route_gets_the_error_envelope_with_the_request_id(
         self, app_factory: Callable[[Any], Any], settings: Any

@@ -1,15 +1,15 @@
 """Deleted users, so an order placed with a token still valid after the deletion is refused.
 
-Revision ID: 0003_deleted_users
-Revises: 0002
+Revision ID: 0007
+Revises: 0006
 """
 
 from collections.abc import Sequence
 
 from alembic import op
 
-revision: str = "0003_deleted_users"
-down_revision: str | None = "0002"
+revision: str = "0007"
+down_revision: str | None = "0006"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
