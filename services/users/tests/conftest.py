@@ -52,7 +52,7 @@ def settings(
         # The test machine is shared and its event loop can stall for longer than production's
         # 0.5 s budget; the cache would then (correctly) fall back to the database and make
         # query-count assertions flaky. A dead Redis still fails at once (connection refused).
-        cache_redis_timeout_ms=3000,
+        redis_timeout_ms=3000,
     )
 
 

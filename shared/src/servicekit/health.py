@@ -9,11 +9,11 @@ from typing import Any
 
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse
-from redis.asyncio import Redis
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from servicekit.logging import get_logger
+from servicekit.redisclient import RedisClient
 
 log = get_logger(__name__)
 
@@ -97,7 +97,7 @@ def database_check(engine: AsyncEngine) -> Check:
     return check
 
 
-def redis_check(redis: Redis) -> Check:
+def redis_check(redis: RedisClient) -> Check:
     """Check that Redis answers PING."""
 
     async def check() -> None:

@@ -22,7 +22,6 @@ import httpx
 import structlog
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import JSONResponse
-from redis.asyncio import Redis
 from sqlalchemy import Table
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
@@ -60,6 +59,7 @@ from servicekit.metrics import (
 )
 from servicekit.middleware import ResponseObserver, install_middleware
 from servicekit.outbox import Outbox, OutboxRelay
+from servicekit.redisclient import RedisClient, create_redis
 from servicekit.retention import RetentionLoop, RetentionPolicy
 from servicekit.revocation import Denylist, revocations
 from servicekit.security import JwksCache, Principal, TokenVerifier
@@ -102,7 +102,7 @@ class ServiceRuntime:
 
     engine: AsyncEngine = field(init=False)
     sessions: async_sessionmaker[AsyncSession] = field(init=False)
-    redis: Redis = field(init=False)
+    redis: RedisClient = field(init=False)
     bus: EventBus = field(init=False)
     relay: OutboxRelay = field(init=False)
     outbox: Outbox = field(init=False)
@@ -146,11 +146,9 @@ class ServiceRuntime:
         self.sessions = session_factory(self.engine)
         self.denylist = Denylist(self.engine)
         await self.denylist.start()
-        self.redis = Redis.from_url(
+        self.redis = create_redis(
             s.redis_url,
-            socket_timeout=s.redis_timeout_ms / 1000,
-            socket_connect_timeout=s.redis_timeout_ms / 1000,
-            health_check_interval=30,
+            timeout=s.redis_timeout_ms / 1000,
             max_connections=s.redis_max_connections,
         )
         self.http = httpx.AsyncClient(timeout=httpx.Timeout(5.0, connect=2.0))

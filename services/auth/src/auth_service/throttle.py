@@ -16,13 +16,13 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from auth_service.errors import LoginThrottled
 from servicekit.breaker import CircuitBreaker, CircuitOpenError
 from servicekit.logging import get_logger
 from servicekit.metrics import LOGIN_THROTTLED, breaker_observer
+from servicekit.redisclient import RedisClient
 
 log = get_logger(__name__)
 
@@ -30,28 +30,21 @@ log = get_logger(__name__)
 SCOPES = ("email", "address")
 BREAKER_NAME = "login-throttle-redis"
 
-# KEYS: counters; ARGV[1]: window in ms. Returns count and remaining ms for each key.
+# KEYS[1]: a counter; ARGV[1]: window in ms. Returns its count and remaining ms.
 _ATTEMPT = """
-local result = {}
-for _, key in ipairs(KEYS) do
-  local count = redis.call('INCR', key)
-  local ttl = redis.call('PTTL', key)
-  if ttl < 0 then
-    redis.call('PEXPIRE', key, ARGV[1])
-    ttl = tonumber(ARGV[1])
-  end
-  table.insert(result, count)
-  table.insert(result, ttl)
+local count = redis.call('INCR', KEYS[1])
+local ttl = redis.call('PTTL', KEYS[1])
+if ttl < 0 then
+  redis.call('PEXPIRE', KEYS[1], ARGV[1])
+  ttl = tonumber(ARGV[1])
 end
-return result
+return {count, ttl}
 """
 
-# KEYS: counters to take one attempt back from (never creating or leaving a stray key).
+# KEYS[1]: a counter to take one attempt back from (never creating or leaving a stray key).
 _TAKE_BACK = """
-for _, key in ipairs(KEYS) do
-  if redis.call('EXISTS', key) == 1 and redis.call('DECR', key) <= 0 then
-    redis.call('DEL', key)
-  end
+if redis.call('EXISTS', KEYS[1]) == 1 and redis.call('DECR', KEYS[1]) <= 0 then
+  redis.call('DEL', KEYS[1])
 end
 return 1
 """
@@ -122,7 +115,7 @@ class LoginThrottle:
     def __init__(
         self,
         *,
-        redis: Redis,
+        redis: RedisClient,
         email_limit: int,
         address_limit: int,
         window_seconds: int,
@@ -187,19 +180,21 @@ class LoginThrottle:
     async def _redis_attempt(self, keys: tuple[str, ...]) -> list[tuple[int, float]] | None:
         try:
             async with self._breaker:
-                raw = await self._attempt_script(keys=list(keys), args=[self.window_seconds * 1000])
+                # One call per counter: in a Redis Cluster the keys live in different slots.
+                window_ms = self.window_seconds * 1000
+                replies = [await self._attempt_script(keys=[key], args=[window_ms]) for key in keys]
         except CircuitOpenError:
             return None
         except (RedisError, OSError) as exc:
             log.warning("auth.throttle_redis_unavailable", error=type(exc).__name__)
             return None
-        values = [int(v) for v in raw]
-        return [(values[i], values[i + 1] / 1000) for i in range(0, len(values), 2)]
+        return [(int(count), int(ttl) / 1000) for count, ttl in replies]
 
     async def _redis_take_back(self, keys: tuple[str, ...]) -> bool:
         try:
             async with self._breaker:
-                await self._take_back_script(keys=list(keys))
+                for key in keys:
+                    await self._take_back_script(keys=[key])
         except CircuitOpenError:
             return False
         except (RedisError, OSError) as exc:

@@ -33,13 +33,12 @@ from dataclasses import dataclass, field
 from typing import TypeVar
 
 from pydantic import ValidationError
-from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from servicekit.breaker import CircuitBreaker, CircuitOpenError
 from servicekit.logging import get_logger
 from servicekit.metrics import breaker_observer
-from servicekit.redismux import MultiplexedRedis
+from servicekit.redisclient import RedisClient
 from users_service.metrics import (
     CACHE_DEGRADED,
     CACHE_FILLS,
@@ -87,6 +86,14 @@ end
 return stored
 """
 
+# KEYS: value, generation. ARGV: new generation, its ttl ms. A new generation (so fills that
+# read the database before now are refused), then the value goes.
+_INVALIDATE = """
+redis.call('SET', KEYS[2], ARGV[1], 'PX', ARGV[2])
+redis.call('DEL', KEYS[1])
+return 1
+"""
+
 
 @dataclass(frozen=True, slots=True)
 class CachedProfile:
@@ -128,8 +135,7 @@ class UserCache:
 
     def __init__(
         self,
-        redis: Redis,
-        reads: MultiplexedRedis,
+        redis: RedisClient,
         *,
         ttl_seconds: int = 300,
         lock_ms: int = 2000,
@@ -139,9 +145,6 @@ class UserCache:
         remembered_entries: int = 10_000,
     ) -> None:
         self.redis = redis
-        # Where every request's lookup goes (one pipelined connection); misses, fills and
-        # invalidations, far rarer, go through ``redis``.
-        self.reads = reads
         self.ttl_ms = ttl_seconds * 1000
         self.lock_ms = lock_ms
         self.wait_seconds = wait_ms / 1000
@@ -158,6 +161,7 @@ class UserCache:
         self.before_fill: FillHook | None = None
         self._acquire = redis.register_script(_ACQUIRE)
         self._fill = redis.register_script(_FILL)
+        self._invalidate = redis.register_script(_INVALIDATE)
         self._flights: dict[tuple[uuid.UUID, str], asyncio.Task[CachedProfile | None]] = {}
         self._background: set[asyncio.Task[None]] = set()
         # Entries already validated, by their exact bytes: a hot profile comes back from Redis
@@ -171,7 +175,7 @@ class UserCache:
         keys = CacheKeys.of(user_id)
         try:
             cached, generation = await self._call(
-                "read", lambda: self.reads.execute("MGET", keys.value, keys.generation)
+                "read", lambda: self.redis.mget(keys.value, keys.generation)
             )
         except _RedisUnusableError:
             count_lookup("bypass")
@@ -318,12 +322,14 @@ class UserCache:
     # --- invalidation ----------------------------------------------------------------------
 
     async def _evict(self, ids: list[uuid.UUID]) -> None:
-        async with self.redis.pipeline(transaction=True) as pipe:
-            for user_id in ids:
-                keys = CacheKeys.of(user_id)
-                pipe.set(keys.generation, uuid.uuid4().hex, px=GENERATION_TTL_MS)
-                pipe.delete(keys.value)
-            await pipe.execute()
+        # One script per user: a user's keys share a Cluster slot, different users need not.
+        async def evict(user_id: uuid.UUID) -> None:
+            keys = CacheKeys.of(user_id)
+            await self._invalidate(
+                keys=[keys.value, keys.generation], args=[uuid.uuid4().hex, GENERATION_TTL_MS]
+            )
+
+        await asyncio.gather(*(evict(user_id) for user_id in ids))
 
     async def _retry_invalidation(self, ids: list[uuid.UUID]) -> None:
         for delay in _RETRY_INVALIDATION_DELAYS:

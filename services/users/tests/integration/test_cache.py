@@ -7,6 +7,7 @@ import contextlib
 import re
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
+from datetime import UTC, datetime
 from typing import Any
 
 import httpx
@@ -17,9 +18,11 @@ from sqlalchemy import event
 from sqlalchemy.orm import Session
 
 from servicekit.logging import captured_lines
+from servicekit.redisclient import create_redis
 from servicekit.testing.plugin import Infra, serve_app
+from servicekit.testing.redisnodes import redis_cluster
 from servicekit.testing.tokens import TokenMinter
-from users_service.cache import CacheKeys
+from users_service.cache import CacheKeys, UserCache
 from users_service.config import Settings
 from users_service.models import User
 from users_service.schemas import UserRead
@@ -441,3 +444,45 @@ class TestCacheSwitchedOff:
         assert changed.status_code == 200
         # The logger does see transactions: the write opens one.
         assert any(s.lstrip().upper().startswith("BEGIN") for s in statements[len(during_reads) :])
+
+
+class TestRedisCluster:
+    async def test_lookups_fills_and_invalidations_of_several_users_work_on_a_cluster(
+        self,
+    ) -> None:
+        loads: list[uuid.UUID] = []
+
+        async def load(user_id: uuid.UUID) -> UserRead:
+            loads.append(user_id)
+            now = datetime.now(UTC)
+            return UserRead(
+                id=user_id,
+                email="a@example.com",
+                name="Clustered",
+                bio=None,
+                roles=[],
+                created_at=now,
+                updated_at=now,
+            )
+
+        users = [uuid.uuid4() for _ in range(12)]
+        with redis_cluster(3) as cluster:
+            client = create_redis(cluster.url, timeout=3)
+            cache = UserCache(client)
+            try:
+                first = [await cache.get(user_id, load) for user_id in users]
+                second = [await cache.get(user_id, load) for user_id in users]
+                owners = {client.get_node_from_key(CacheKeys.of(u).value).port for u in users}
+                await cache.invalidate(users)
+                evicted = [await client.get(CacheKeys.of(u).value) for u in users]
+                degraded = cache.breaker.state
+            finally:
+                await cache.close()
+                await client.aclose()
+
+        assert [p.user.name for p in first if p] == ["Clustered"] * 12
+        assert [p.user.name for p in second if p] == ["Clustered"] * 12
+        assert loads == users  # the second round came from Redis
+        assert len(owners) > 1  # the users' keys are spread over the nodes
+        assert evicted == [None] * 12
+        assert degraded.name == "CLOSED"

@@ -8,10 +8,10 @@ from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 
 import pytest
-from redis.asyncio import Redis
+from prometheus_client import REGISTRY
 
 from servicekit.breaker import CircuitBreaker, State
-from servicekit.redismux import MultiplexedRedis
+from servicekit.redisclient import create_redis
 from users_service.cache import UserCache
 from users_service.schemas import UserRead
 
@@ -43,15 +43,17 @@ class SlowDatabase:
         return profile(user_id, self.name)
 
 
+def bypassed_lookups() -> float:
+    return REGISTRY.get_sample_value("users_cache_lookups_total", {"result": "bypass"}) or 0.0
+
+
 @pytest.fixture
 async def cache() -> AsyncIterator[UserCache]:
-    redis = Redis.from_url("redis://127.0.0.1:1/0", socket_connect_timeout=0.2)
-    reads = MultiplexedRedis("redis://127.0.0.1:1/0", connect_timeout=0.2)
+    redis = create_redis("redis://127.0.0.1:1/0", timeout=0.2)
     breaker = CircuitBreaker("test-cache", failure_threshold=3, reset_timeout=60)
-    cache = UserCache(redis, reads, breaker=breaker)
+    cache = UserCache(redis, breaker=breaker)
     yield cache
     await cache.close()
-    await reads.aclose()
     await redis.aclose()
 
 
@@ -60,8 +62,11 @@ class TestUserCacheWithoutRedis:
         database = SlowDatabase()
         user_id = uuid.uuid4()
 
+        bypassed = bypassed_lookups()
         readers = [asyncio.create_task(cache.get(user_id, database.load)) for _ in range(50)]
-        await asyncio.sleep(0.05)
+        async with asyncio.timeout(10):  # every reader found Redis down and joined a load
+            while bypassed_lookups() - bypassed < 50:
+                await asyncio.sleep(0.01)
         database.release.set()
         results = await asyncio.gather(*readers)
 
@@ -75,7 +80,9 @@ class TestUserCacheWithoutRedis:
         old, new = SlowDatabase("Old"), SlowDatabase("New")
         new.release.set()
         before = asyncio.create_task(cache.get(user_id, old.load))
-        await asyncio.sleep(0.02)
+        async with asyncio.timeout(10):  # it is reading the database
+            while old.calls == 0:
+                await asyncio.sleep(0.01)
 
         await cache.invalidate([user_id])
         after = await asyncio.wait_for(cache.get(user_id, new.load), timeout=2)
