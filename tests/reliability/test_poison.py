@@ -108,9 +108,10 @@ def consumer_for(
     )
 
 
-async def prepare_queue(channel: aio_pika.abc.AbstractChannel, queue: str) -> None:
+async def prepare_queue(channel: aio_pika.abc.AbstractChannel, consumer: Consumer) -> None:
     """Declare the consumer's queue as it will, so that a backlog can wait in it."""
-    await channel.declare_queue(queue, durable=True, arguments={"x-queue-type": "quorum"})
+    arguments = consumer.queue_arguments()[consumer.queue_name]
+    await channel.declare_queue(consumer.queue_name, durable=True, arguments=arguments)
 
 
 async def send(channel: aio_pika.abc.AbstractChannel, queue: str, envelope: EventEnvelope) -> None:
@@ -137,7 +138,7 @@ async def run_round(
 ) -> Round:
     probe = Probe(wanted=HEALTHY_PER_ROUND)
     consumer = consumer_for(bus, purpose, sessions, probe)
-    await prepare_queue(channel, consumer.queue_name)
+    await prepare_queue(channel, consumer)
     poison: list[uuid.UUID] = []
     backlog = []
     for i in range(HEALTHY_PER_ROUND):

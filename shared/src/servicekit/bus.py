@@ -5,8 +5,10 @@ message no queue is bound for is an error rather than a silent confirm.
 
 Consuming (see ``Consumer``): a durable quorum queue per service and purpose, manual ack after the
 handler's transaction commits, bounded prefetch and concurrency, an inbox row per message in that
-same transaction, retries through TTL queues with growing delays, and a parking (dead-letter)
-queue with the reason. A malformed message is parked at once and never blocks the queue.
+same transaction, retries through quorum delay queues with growing delays, and a parking
+(dead-letter) queue with the reason. A malformed message is parked at once and never blocks the
+queue. Every queue is a quorum queue and every dead-lettering is at-least-once, so no hop drops a
+message when the broker restarts (``docs/delivery.md`` has the table of hops).
 """
 
 from __future__ import annotations
@@ -54,6 +56,35 @@ HEADER_REASON = "x-death-reason"
 HEADER_FAILED_QUEUE = "x-failed-queue"
 HEADER_ORIGINAL_ROUTING_KEY = "x-original-routing-key"
 HEADER_DEFERRALS = "x-deferrals"
+
+# Quorum queue arguments every queue of a consumer carries. "at-least-once" dead-lettering keeps
+# a message in its source queue until the target queue confirmed it; it needs reject-publish
+# overflow (with drop-head RabbitMQ falls back to at-most-once).
+AT_LEAST_ONCE_DEAD_LETTERING: dict[str, Any] = {
+    "x-dead-letter-strategy": "at-least-once",
+    "x-overflow": "reject-publish",
+}
+
+
+@dataclass(frozen=True)
+class QueueSettings:
+    """How a consumer's quorum queues are declared.
+
+    ``initial_group_size`` is the number of replicas a new queue gets; RabbitMQ places it on as
+    many cluster members as there are, up to that number, so 3 also works on a single node.
+    ``delivery_limit`` bounds the redeliveries of one message (a message that crashes its
+    consumer every time); past it the message is dead-lettered to the DLQ, never dropped.
+    """
+
+    initial_group_size: int = 3
+    delivery_limit: int = 20
+
+    def quorum_arguments(self) -> dict[str, Any]:
+        """The arguments of every quorum queue a consumer declares."""
+        return {
+            "x-queue-type": "quorum",
+            "x-quorum-initial-group-size": self.initial_group_size,
+        }
 
 
 class UnroutableError(RuntimeError):
@@ -213,6 +244,7 @@ class EventBus:
         prefetch: int = 32,
         concurrency: int | None = None,
         observers: Sequence[ConsumerObserver] = (),
+        queues: QueueSettings | None = None,
     ) -> Consumer:
         """Describe a consumer of this service; ``start()`` it in the lifespan."""
         consumer = Consumer(
@@ -226,6 +258,7 @@ class EventBus:
             prefetch=prefetch,
             concurrency=concurrency,
             observers=observers,
+            queues=queues or QueueSettings(),
         )
         self._consumers.append(consumer)
         return consumer
@@ -260,6 +293,7 @@ class Consumer:
         prefetch: int,
         concurrency: int | None,
         observers: Sequence[ConsumerObserver],
+        queues: QueueSettings | None = None,
     ) -> None:
         if not handlers:
             raise ValueError("a consumer needs at least one handler")
@@ -275,6 +309,7 @@ class Consumer:
         self.prefetch = prefetch
         self._slots = asyncio.Semaphore(concurrency or prefetch)
         self.observers = list(observers)
+        self.queues = queues or QueueSettings()
         self.dlq_name = f"{queue}.dlq"
         self._channel: AbstractChannel | None = None
         self._queue: AbstractQueue | None = None
@@ -282,38 +317,67 @@ class Consumer:
         self._in_flight: set[asyncio.Task[None]] = set()
 
     def retry_queue_name(self, delay_ms: int) -> str:
-        """The TTL queue that holds messages waiting ``delay_ms`` before their next attempt."""
-        return f"{self.queue_name}.retry.{delay_ms}ms"
+        """The delay queue that holds messages waiting ``delay_ms`` before their next attempt.
+
+        Named ``.delay.`` rather than the ``.retry.`` of the classic TTL queues of earlier
+        versions: a queue cannot change its type or arguments in place (redeclaring it fails
+        with PRECONDITION_FAILED), so the quorum delay queues are new queues beside the old.
+        """
+        return f"{self.queue_name}.delay.{delay_ms}ms"
+
+    def queue_arguments(self) -> dict[str, dict[str, Any]]:
+        """Every queue this consumer declares, with its arguments (main, DLQ, delay tiers)."""
+        quorum = self.queues.quorum_arguments()
+        declared = {
+            # A message redelivered past the limit (it kills its consumer every time) is
+            # dead-lettered to the DLQ, at-least-once.
+            self.queue_name: {
+                **quorum,
+                **AT_LEAST_ONCE_DEAD_LETTERING,
+                "x-delivery-limit": self.queues.delivery_limit,
+                "x-dead-letter-exchange": "",
+                "x-dead-letter-routing-key": self.dlq_name,
+            },
+            self.dlq_name: dict(quorum),
+        }
+        for delay in self.retry_delays_ms:
+            # Expired messages go back to the main queue through the default exchange, and stay
+            # in the delay queue until the main queue has confirmed them (broker restart,
+            # leader change, main queue not ready: they wait, they are not dropped).
+            declared[self.retry_queue_name(delay)] = {
+                **quorum,
+                **AT_LEAST_ONCE_DEAD_LETTERING,
+                "x-message-ttl": delay,
+                "x-dead-letter-exchange": "",
+                "x-dead-letter-routing-key": self.queue_name,
+            }
+        return declared
 
     async def start(self) -> None:
         """Declare the queues and bindings, then start consuming."""
-        channel = await self.bus.connection.channel(publisher_confirms=True)
+        channel = await self.bus.connection.channel(publisher_confirms=True, on_return_raises=True)
         await channel.set_qos(prefetch_count=self.prefetch)
         exchange = await channel.declare_exchange(
             self.bus.exchange_name, aio_pika.ExchangeType.TOPIC, durable=True
         )
-        queue = await channel.declare_queue(
-            self.queue_name, durable=True, arguments={"x-queue-type": "quorum"}
-        )
+        declared: dict[str, AbstractQueue] = {}
+        for name, arguments in self.queue_arguments().items():
+            try:
+                declared[name] = await channel.declare_queue(
+                    name, durable=True, arguments=arguments
+                )
+            except aio_pika.exceptions.ChannelPreconditionFailed:
+                log.error(
+                    "consumer.queue_arguments_differ",
+                    queue=name,
+                    hint="declared by an earlier version with other arguments: "
+                    "see docs/delivery.md, upgrading the queues",
+                )
+                raise
+        queue = declared[self.queue_name]
         for routing_key in sorted(self.handlers):
             await queue.bind(exchange, routing_key=routing_key)
-        await channel.declare_queue(
-            self.dlq_name, durable=True, arguments={"x-queue-type": "quorum"}
-        )
-        for delay in self.retry_delays_ms:
-            # Expired messages go back to the main queue through the default exchange.
-            await channel.declare_queue(
-                self.retry_queue_name(delay),
-                durable=True,
-                arguments={
-                    "x-message-ttl": delay,
-                    "x-dead-letter-exchange": "",
-                    "x-dead-letter-routing-key": self.queue_name,
-                },
-            )
-        self.bus.declared_queues.update(
-            [self.queue_name, self.dlq_name, *map(self.retry_queue_name, self.retry_delays_ms)]
-        )
+        self.bus.declared_queues.update(declared)
         self._channel = channel
         self._queue = queue
         self._tag = await queue.consume(self._on_message)
@@ -487,7 +551,9 @@ class Consumer:
             app_id=message.app_id,
         )
         try:
-            await channel.default_exchange.publish(copy, routing_key=queue)
+            # mandatory: a queue that is missing (deleted by hand) fails the forward instead of
+            # being confirmed and dropped, and the original goes back to its queue.
+            await channel.default_exchange.publish(copy, routing_key=queue, mandatory=True)
         except Exception as exc:
             log.warning("event.forward_failed", queue=queue, error=str(exc))
             await self._nack(message)

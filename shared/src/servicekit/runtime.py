@@ -32,7 +32,7 @@ from starlette.types import ASGIApp, Scope
 from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_delay, wait_exponential
 
 from servicekit import tracecontext
-from servicekit.bus import Consumer, ConsumerObserver, EventBus, Handler
+from servicekit.bus import Consumer, ConsumerObserver, EventBus, Handler, QueueSettings
 from servicekit.db import create_engine, ping, session_factory
 from servicekit.errors import DatabaseUnavailable, error_response, install_error_handlers
 from servicekit.health import (
@@ -189,6 +189,9 @@ class ServiceRuntime:
                 prefetch=spec.prefetch or s.consumer_prefetch,
                 concurrency=spec.concurrency,
                 observers=self.observers,
+                queues=QueueSettings(
+                    initial_group_size=s.queue_replicas, delivery_limit=s.queue_delivery_limit
+                ),
             )
             self.running_consumers.append(consumer)
             metrics.expose(consumer.queue_name, spec.handlers)

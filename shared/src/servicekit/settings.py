@@ -55,6 +55,11 @@ class ServiceSettings(BaseSettings):
     db_max_overflow: int = Field(default=5, ge=0)
     consumer_prefetch: int = Field(default=32, ge=1)
     retry_delays_ms: list[int] = Field(default_factory=lambda: [1000, 5000, 30000, 120000])
+    # Replicas of each quorum queue this service declares (RabbitMQ uses as many cluster members
+    # as there are, up to this: 3 works on one node too), and how often one message may be
+    # redelivered (its consumer died holding it) before it is parked in the DLQ.
+    queue_replicas: int = Field(default=3, ge=1)
+    queue_delivery_limit: int = Field(default=20, ge=1)
     metrics_enabled: bool = True
     # Once started, the long-lived heap (modules, schemas, pools) is frozen out of the cyclic
     # garbage collector and young collections run less often: every full collection otherwise
