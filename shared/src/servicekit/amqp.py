@@ -110,9 +110,7 @@ async def connect_first(
     failure: BaseException | None = None
     for url in broker_urls(urls):
         try:
-            connection: AbstractConnection = await aio_pika.connect(
-                url, timeout=timeout, **kwargs
-            )
+            connection: AbstractConnection = await aio_pika.connect(url, timeout=timeout, **kwargs)
         except CONNECTION_EXCEPTIONS as exc:
             failure = exc
             continue

@@ -241,7 +241,6 @@ class RabbitCluster:
                     return sorted(name.strip(" []'\n") for name in out.split(",") if name.strip())
         return []
 
-
     def live_node(self) -> RabbitNode:
         """A node whose rabbit app answers (the first one found)."""
         for node in self.nodes:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
+import inspect
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
 T = TypeVar("T")
@@ -17,3 +19,18 @@ def eventually(check: Callable[[], T], timeout: float = 15.0, interval: float = 
         if value or time.monotonic() > deadline:
             return value
         time.sleep(interval)
+
+
+async def until(
+    check: Callable[[], T | Awaitable[T]], timeout: float = 15.0, interval: float = 0.1
+) -> T:
+    """``eventually`` for a test on the event loop: ``check`` may be a coroutine function, and
+    the loop keeps running (reconnects, consumers) while it waits."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if inspect.isawaitable(value):
+            value = await value
+        if value or time.monotonic() > deadline:
+            return value
+        await asyncio.sleep(interval)
