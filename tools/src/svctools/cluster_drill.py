@@ -1,0 +1,347 @@
+"""Broker node loss under load (`make cluster-test`): the whole system on a three-node cluster.
+
+It starts three throwaway RabbitMQ nodes joined into one cluster (``RabbitCluster``: own ports
+and data, the machine's broker is not touched) and the system on ports, databases and a run
+directory of its own (``svctools.chaos.start_system``: orders and payments-gateway twice), every
+service given all three nodes in ``AMQP_URL``. Clients place orders through the gateway at a
+steady rate while:
+
+1. the node leading the most quorum queues is SIGKILLed, then started again;
+2. later two nodes are stopped at once (the cluster loses its majority: no quorum queue can
+   accept a message, so publishing stops or blocks and the outboxes hold the rows), then
+   started again.
+
+Then it waits (bounded) for the system to settle and checks the invariants of the chaos run
+(``svctools.chaos.inspect``): every accepted order terminal, one charge per confirmed order in
+the provider's ledger, one email per event, no message left in any queue, no outbox row
+unpublished, no request that failed for good (a 500 from the gateway would be one). It prints
+how long orders placed around each failover took to complete (p50, p99, max; orders placed
+before the first fault for comparison) and the longest pause in completions, and exits 1 when
+an invariant fails. The nodes, the system, its databases and run directory are removed.
+
+    python -m svctools.cluster_drill [--orders N] [--rate R] [--outage S] [--keep]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import dataclasses
+import itertools
+import os
+import random
+import shutil
+import statistics
+import sys
+import time
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+
+import httpx
+
+from servicekit.db import drop_database
+from servicekit.operations import outbox_backlog
+from servicekit.testing.rabbitnodes import RabbitCluster, RabbitNode
+from svctools import chaos
+from svctools.launcher import SERVICES
+
+INSTANCES = {"orders": 2, "payments-gateway": 2}
+
+
+@dataclass(frozen=True)
+class DrillSettings:
+    orders: int
+    rate: float  # orders per second
+    outage: float  # seconds a killed or stopped node stays down
+    settle_timeout: float
+    keep: bool
+
+
+def parse_args(argv: Sequence[str] | None) -> DrillSettings:
+    parser = argparse.ArgumentParser(
+        prog="python -m svctools.cluster_drill",
+        description="Run the system on a three-node RabbitMQ cluster under load, kill the "
+        "busiest node, then take the majority away, and check that nothing was lost.",
+    )
+    env = os.environ
+    parser.add_argument("--orders", type=int, default=int(env.get("CLUSTER_ORDERS", 480)))
+    parser.add_argument(
+        "--rate", type=float, default=float(env.get("CLUSTER_RATE", 4)), help="orders/s"
+    )
+    parser.add_argument(
+        "--outage", type=float, default=float(env.get("CLUSTER_OUTAGE", 10)), help="seconds"
+    )
+    parser.add_argument("--settle-timeout", type=float, default=240)
+    parser.add_argument("--keep", action="store_true", help="keep databases and logs")
+    args = parser.parse_args(argv)
+    return DrillSettings(args.orders, args.rate, args.outage, args.settle_timeout, args.keep)
+
+
+class ClusterQueues:
+    """What ``chaos.inspect`` asks the broker, answered by the cluster."""
+
+    def __init__(self, cluster: RabbitCluster) -> None:
+        self.cluster = cluster
+
+    async def queue_depths(self, prefix: str) -> dict[str, int]:
+        listed = await asyncio.to_thread(self.cluster.queues, prefix)
+        return {name: messages for name, _, messages in listed}
+
+
+@dataclass
+class Fault:
+    """One failover: what was done, when it began and when the cluster was whole again."""
+
+    name: str
+    began: float = 0.0
+    whole_again: float = 0.0
+    outbox_peak: int = 0  # pending outbox rows seen while it lasted
+
+
+@dataclass
+class Gaps:
+    """Completion times (s from 201 to terminal) of the orders placed in a window."""
+
+    label: str
+    latencies: list[float] = field(default_factory=list)
+    longest_pause: float = 0.0  # the longest time no order completed, within the window
+
+    def row(self) -> str:
+        if not self.latencies:
+            return f"  {self.label:<34} no orders"
+        ordered = sorted(self.latencies)
+        p99 = ordered[min(len(ordered) - 1, round(0.99 * (len(ordered) - 1)))]
+        return (
+            f"  {self.label:<34} {len(ordered):>4} orders  p50 {statistics.median(ordered):6.2f} s"
+            f"  p99 {p99:6.2f} s  max {ordered[-1]:6.2f} s"
+            f"  longest pause {self.longest_pause:5.2f} s"
+        )
+
+
+def say(text: str) -> None:
+    chaos.say(text)
+
+
+async def wait_whole(cluster: RabbitCluster, timeout: float = 120) -> None:
+    everyone = sorted(node.nodename for node in cluster.nodes)
+    deadline = time.monotonic() + timeout
+    while await asyncio.to_thread(cluster.running_nodes) != everyone:
+        if time.monotonic() > deadline:
+            raise RuntimeError("the cluster did not become whole again")
+        await asyncio.sleep(1)
+
+
+async def pending_rows(system: chaos.System) -> int:
+    counts = await asyncio.gather(
+        *(outbox_backlog(system.database_url(d)) for d in SERVICES), return_exceptions=True
+    )
+    return sum(c[0] for c in counts if isinstance(c, tuple))
+
+
+async def watch_outbox(system: chaos.System, fault: Fault, stop: asyncio.Event) -> None:
+    while not stop.is_set():
+        fault.outbox_peak = max(fault.outbox_peak, await pending_rows(system))
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), 1.0)
+
+
+async def kill_busiest(cluster: RabbitCluster, system: chaos.System, outage: float) -> Fault:
+    victim = await asyncio.to_thread(cluster.busiest_leader, f"{system.exchange}.")
+    fault = Fault(f"SIGKILL {victim.name} (leads most queues), {outage:g} s, start")
+    say(f"fault: {fault.name}")
+    stop = asyncio.Event()
+    watcher = asyncio.create_task(watch_outbox(system, fault, stop))
+    fault.began = time.time()
+    await asyncio.to_thread(victim.kill)
+    await asyncio.sleep(outage)
+    await asyncio.to_thread(victim.start)
+    await wait_whole(cluster)
+    fault.whole_again = time.time()
+    stop.set()
+    await watcher
+    return fault
+
+
+async def lose_majority(cluster: RabbitCluster, system: chaos.System, outage: float) -> Fault:
+    leader = await asyncio.to_thread(cluster.busiest_leader, f"{system.exchange}.")
+    others = [node for node in cluster.nodes if node is not leader]
+    stopped: list[RabbitNode] = [leader, others[0]]
+    fault = Fault(f"stop_app {' + '.join(n.name for n in stopped)} (no majority), {outage:g} s")
+    say(f"fault: {fault.name}")
+    stop = asyncio.Event()
+    watcher = asyncio.create_task(watch_outbox(system, fault, stop))
+    fault.began = time.time()
+    await asyncio.gather(*(asyncio.to_thread(node.stop_app) for node in stopped))
+    await asyncio.sleep(outage)
+    await asyncio.gather(*(asyncio.to_thread(node.start_app) for node in stopped))
+    await wait_whole(cluster)
+    fault.whole_again = time.time()
+    stop.set()
+    await watcher
+    return fault
+
+
+async def completions(system: chaos.System) -> dict[str, tuple[datetime, datetime, str]]:
+    """created_at, updated_at and status of every order."""
+    orders = next(d for d in SERVICES if d.name == "orders")
+    rows = await chaos._rows(
+        system.database_url(orders), "SELECT id, created_at, updated_at, status FROM orders"
+    )
+    return {str(r["id"]): (r["created_at"], r["updated_at"], str(r["status"])) for r in rows}
+
+
+def measure(
+    label: str,
+    window: tuple[float, float],
+    stats: chaos.LoadStats,
+    orders: dict[str, tuple[datetime, datetime, str]],
+) -> Gaps:
+    """Gaps of the orders placed (and kept: no cancellation moves them later) in ``window``."""
+    gaps = Gaps(label)
+    done = []
+    for placed in stats.placed:
+        row = orders.get(placed.order_id)
+        if placed.plan != "keep" or row is None or row[2] not in chaos.TERMINAL:
+            continue
+        created, updated = row[0].timestamp(), row[1].timestamp()
+        if window[0] <= created < window[1]:
+            gaps.latencies.append(updated - created)
+            done.append(updated)
+    done.sort()
+    edges = [window[0], *done]
+    gaps.longest_pause = max((b - a for a, b in itertools.pairwise(edges)), default=0.0)
+    return gaps
+
+
+async def drill(settings: DrillSettings) -> int:
+    say("starting a three-node RabbitMQ cluster")
+    with RabbitCluster.started(size=3) as cluster:
+        urls = ",".join(cluster.urls)
+        base = chaos.parse_settings([], os.environ)
+        load_seconds = settings.orders / settings.rate
+        run = dataclasses.replace(base, amqp_url=urls, orders=settings.orders, clients=8)
+        say(f"cluster {', '.join(n.nodename for n in cluster.nodes)}; starting the system")
+        system = await chaos.start_system(run, dict(INSTANCES))
+        say(f"system up: namespace {system.namespace}, logs {system.run_dir / 'logs'}")
+        passed = False
+        try:
+            passed = await exercise(settings, run, system, cluster, load_seconds)
+        finally:
+            say("stopping the system")
+            await asyncio.to_thread(chaos.stop_system, system)
+            if settings.keep or not passed:
+                say(f"kept for inspection: {system.run_dir}, databases *_{system.namespace}")
+            else:
+                for definition in SERVICES:
+                    with contextlib.suppress(Exception):
+                        await drop_database(system.database_url(definition))
+                shutil.rmtree(system.run_dir, ignore_errors=True)
+            say("removing the cluster")
+    return 0 if passed else 1
+
+
+async def exercise(
+    settings: DrillSettings,
+    run: chaos.Settings,
+    system: chaos.System,
+    cluster: RabbitCluster,
+    load_seconds: float,
+) -> bool:
+    stats = chaos.LoadStats()
+    rng = random.Random(run.seed)  # noqa: S311 - test data
+    limits = httpx.Limits(max_connections=4 * run.clients + 8)
+    async with httpx.AsyncClient(
+        base_url=system.gateway, timeout=30, limits=limits, trust_env=False
+    ) as http:
+        deadline = time.monotonic() + load_seconds + settings.settle_timeout
+        client = chaos.Client(http, stats, deadline=deadline)
+        users = [chaos.User(f"cluster.{uuid.uuid4().hex[:12]}@example.com") for _ in range(12)]
+        await asyncio.gather(*(client.register(u) for u in users))
+        say(f"placing {settings.orders} orders at {settings.rate:g}/s (~{load_seconds:.0f} s)")
+        started = time.time()
+        load = asyncio.create_task(chaos.run_load(run, client, users, load_seconds, rng))
+        faults: list[Fault] = []
+        try:
+            await asyncio.sleep(min(20, load_seconds / 6))
+            faults.append(await kill_busiest(cluster, system, settings.outage))
+            await asyncio.sleep(15)
+            faults.append(await lose_majority(cluster, system, settings.outage))
+            await load
+        finally:
+            load.cancel()
+            await asyncio.gather(load, return_exceptions=True)
+        say(f"load done: {len(stats.placed)} orders placed; settling")
+        found, settled = await chaos.settle(
+            system, stats, ClusterQueues(cluster), settings.settle_timeout
+        )
+        for task in stats.cancel_tasks:
+            task.cancel()
+        await asyncio.gather(*stats.cancel_tasks, return_exceptions=True)
+    orders = await completions(system)
+    windows = [Gaps("before the first fault")]
+    windows[0] = measure(windows[0].label, (started, faults[0].began), stats, orders)
+    for fault in faults:
+        # Orders placed from the fault until 5 s after the cluster was whole again.
+        window = (fault.began, fault.whole_again + 5)
+        windows.append(measure(fault.name, window, stats, orders))
+    problems = list(found.problems)
+    if settled is None:
+        problems.append(f"not settled within {settings.settle_timeout:g} s")
+    if faults[1].outbox_peak == 0:
+        problems.append("the outboxes held no rows while the cluster had no majority")
+    fivehundreds = [f for f in stats.failures if " 500 " in f or f.endswith(" 500")]
+    print(report(system, stats, found, settled, faults, windows), flush=True)
+    ok = not problems and not stats.failures and not fivehundreds
+    print("  result:", "PASS" if ok else "FAIL", flush=True)
+    for problem in [*problems, *(f"client: {f}" for f in stats.failures[:10])]:
+        print(f"    - {problem}", flush=True)
+    return ok
+
+
+def report(
+    system: chaos.System,
+    stats: chaos.LoadStats,
+    found: chaos.Inspection,
+    settled: float | None,
+    faults: list[Fault],
+    windows: list[Gaps],
+) -> str:
+    lines = [
+        "",
+        f"cluster run {system.namespace}: 3 RabbitMQ nodes, orders ×2, payments-gateway ×2",
+        f"  orders placed (201)      {len(stats.placed)}",
+        "    by final status        "
+        + ", ".join(f"{k} {v}" for k, v in sorted(found.statuses.items())),
+        "    client retries         "
+        + (", ".join(f"{k} ×{v}" for k, v in sorted(stats.retries.items())) or "none"),
+        f"  charges / refunds        {found.charges} / {found.refunds}",
+        f"  emails                   {found.emails}",
+        f"  lost / duplicate charges / duplicate emails   "
+        f"{found.lost} / {found.duplicate_charges} / {found.duplicate_emails}",
+        f"  messages left in queues  {sum(found.messages_left.values())}",
+        f"  outbox backlog           {sum(found.outbox.values())}",
+        "  time to settle           " + (f"{settled:.1f} s" if settled is not None else "no"),
+        "",
+        "faults (outbox rows pending at most while each lasted):",
+    ]
+    for fault in faults:
+        lasted = fault.whole_again - fault.began
+        lines.append(f"  {fault.name}: {lasted:.1f} s until whole, {fault.outbox_peak} rows")
+    lines += ["", "order completion (201 to terminal) by when the order was placed:"]
+    lines += [gaps.row() for gaps in windows]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    settings = parse_args(sys.argv[1:] if argv is None else argv)
+    try:
+        return asyncio.run(drill(settings))
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
