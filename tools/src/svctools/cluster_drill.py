@@ -111,13 +111,14 @@ class Gaps:
 
     def row(self) -> str:
         if not self.latencies:
-            return f"  {self.label:<34} no orders"
+            return f"  {self.label}\n      no orders"
         ordered = sorted(self.latencies)
         p99 = ordered[min(len(ordered) - 1, round(0.99 * (len(ordered) - 1)))]
         return (
-            f"  {self.label:<34} {len(ordered):>4} orders  p50 {statistics.median(ordered):6.2f} s"
-            f"  p99 {p99:6.2f} s  max {ordered[-1]:6.2f} s"
-            f"  longest pause {self.longest_pause:5.2f} s"
+            f"  {self.label}\n      {len(ordered):>4} orders"
+            f"   p50 {statistics.median(ordered):6.2f} s"
+            f"   p99 {p99:6.2f} s   max {ordered[-1]:6.2f} s"
+            f"   longest pause in completions {self.longest_pause:5.2f} s"
         )
 
 
@@ -195,11 +196,15 @@ async def completions(system: chaos.System) -> dict[str, tuple[datetime, datetim
 
 def measure(
     label: str,
-    window: tuple[float, float],
+    placed_in: tuple[float, float],
+    pause_in: tuple[float, float],
     stats: chaos.LoadStats,
     orders: dict[str, tuple[datetime, datetime, str]],
 ) -> Gaps:
-    """Gaps of the orders placed (and kept: no cancellation moves them later) in ``window``."""
+    """Completion times of the orders placed in ``placed_in``; the longest pause in ``pause_in``.
+
+    Only orders no client cancelled count (a cancellation moves an order on later).
+    """
     gaps = Gaps(label)
     done = []
     for placed in stats.placed:
@@ -207,11 +212,11 @@ def measure(
         if placed.plan != "keep" or row is None or row[2] not in chaos.TERMINAL:
             continue
         created, updated = row[0].timestamp(), row[1].timestamp()
-        if window[0] <= created < window[1]:
+        if placed_in[0] <= created < placed_in[1]:
             gaps.latencies.append(updated - created)
+        if pause_in[0] <= updated < pause_in[1]:
             done.append(updated)
-    done.sort()
-    edges = [window[0], *done]
+    edges = [pause_in[0], *sorted(done)]
     gaps.longest_pause = max((b - a for a, b in itertools.pairwise(edges)), default=0.0)
     return gaps
 
@@ -281,12 +286,13 @@ async def exercise(
             task.cancel()
         await asyncio.gather(*stats.cancel_tasks, return_exceptions=True)
     orders = await completions(system)
-    windows = [Gaps("before the first fault")]
-    windows[0] = measure(windows[0].label, (started, faults[0].began), stats, orders)
+    before = (started, faults[0].began)
+    windows = [measure("placed before the first fault", before, before, stats, orders)]
     for fault in faults:
-        # Orders placed from the fault until 5 s after the cluster was whole again.
-        window = (fault.began, fault.whole_again + 5)
-        windows.append(measure(fault.name, window, stats, orders))
+        # Orders placed while the node(s) were down; completions until the cluster was whole.
+        down = (fault.began, fault.began + settings.outage)
+        pause = (fault.began, fault.whole_again + 5)
+        windows.append(measure(f"placed during: {fault.name}", down, pause, stats, orders))
     problems = list(found.problems)
     if settled is None:
         problems.append(f"not settled within {settings.settle_timeout:g} s")
@@ -330,7 +336,7 @@ def report(
     for fault in faults:
         lasted = fault.whole_again - fault.began
         lines.append(f"  {fault.name}: {lasted:.1f} s until whole, {fault.outbox_peak} rows")
-    lines += ["", "order completion (201 to terminal) by when the order was placed:"]
+    lines += ["", "order completion (201 to terminal state), orders not cancelled by their client:"]
     lines += [gaps.row() for gaps in windows]
     return "\n".join(lines) + "\n"
 
