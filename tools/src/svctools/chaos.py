@@ -298,8 +298,13 @@ def _pick_ports(instances: Mapping[str, int]) -> dict[str, int]:
     raise RuntimeError("no free range of ports found")
 
 
-async def start_system(settings: Settings, instances: dict[str, int]) -> System:
-    """Start `python -m svctools.launcher` on its own ports and namespace; wait until ready."""
+async def start_system(
+    settings: Settings, instances: dict[str, int], extra_env: Mapping[str, str] | None = None
+) -> System:
+    """Start `python -m svctools.launcher` on its own ports and namespace; wait until ready.
+
+    ``extra_env`` is set last (service settings such as ``ORDERS_DB_POOL_SIZE``).
+    """
     namespace = f"chaos{uuid.uuid4().hex[:8]}"
     ports = _pick_ports(instances)
     run_dir = REPO / ".run" / namespace
@@ -318,6 +323,7 @@ async def start_system(settings: Settings, instances: dict[str, int]) -> System:
         REDIS_URL=settings.redis_url,
         AMQP_URL=settings.amqp_url,
     )
+    env.update(extra_env or {})
     output = run_dir / "launcher.out"
     process = _spawn_launcher(env, output)
     system = System(namespace, run_dir, ports, instances, process, output, settings)
