@@ -74,6 +74,16 @@ CACHE_REQUESTS = Counter(
 LOGIN_THROTTLED = Counter(
     "auth_login_throttled_total", "Logins refused by throttling.", ["service", "scope"]
 )
+OUTBOX_PUBLISH_FAILURES = Counter(
+    "outbox_publish_failures_total",
+    "Outbox rows whose publish failed; each is kept and retried with backoff.",
+    ["service", "event_type"],
+)
+SWEPT = Counter(
+    "sweeper_items_total",
+    "Work found stalled by a sweeper and moved on, by sweeper and outcome.",
+    ["service", "sweeper", "outcome"],
+)
 CONSUMERS_ACTIVE = Gauge("consumers_active", "Queues this instance is consuming from.", ["service"])
 
 _STATE_VALUE = {State.CLOSED: 0, State.HALF_OPEN: 1, State.OPEN: 2}

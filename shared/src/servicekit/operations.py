@@ -1,9 +1,10 @@
 """Operator actions on a service's queues and outbox, behind ``python -m <service>.cli``.
 
 Dead-lettered messages are inspected by taking them without ack and closing the channel, which
-puts them back; re-driving publishes a message to its queue (confirmed) with a fresh attempt
-count and only then acks it in the DLQ, so a crash in between leaves a duplicate the inbox
-absorbs, never a loss.
+puts them back; re-driving publishes a message to its queue (confirmed, and ``mandatory``: a
+queue that does not exist returns the message instead of confirming it into nowhere) with a
+fresh attempt count and only then acks it in the DLQ, so a crash in between leaves a duplicate
+the inbox absorbs, never a loss.
 """
 
 from __future__ import annotations
@@ -74,7 +75,7 @@ async def _each_parked(
     connection = await connect_first(amqp_url)
     found: list[ParkedMessage] = []
     async with connection:
-        channel = await connection.channel(publisher_confirms=True)
+        channel = await connection.channel(publisher_confirms=True, on_return_raises=True)
         try:
             dlq = await channel.get_queue(f"{queue}.dlq", ensure=True)
         except aio_pika.exceptions.ChannelNotFoundEntity:
@@ -119,6 +120,7 @@ async def redrive(amqp_url: str, queue: str, message_id: str | None = None) -> l
                 correlation_id=message.correlation_id,
             ),
             routing_key=queue,
+            mandatory=True,
         )
         await message.ack()
 

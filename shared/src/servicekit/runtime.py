@@ -48,6 +48,7 @@ from servicekit.metrics import (
     EVENTS_PUBLISHED,
     OUTBOX_OLDEST_AGE,
     OUTBOX_PENDING,
+    OUTBOX_PUBLISH_FAILURES,
     ConsumerMetrics,
     metrics_router,
     observe_http,
@@ -203,7 +204,12 @@ class ServiceRuntime:
         log.info("service.started", consumers=[c.queue_name for c in self.running_consumers])
 
     async def _publish_counted(self, body: bytes, **kwargs: Any) -> None:
-        await self.bus.publish_raw(body, **kwargs)
+        try:
+            await self.bus.publish_raw(body, **kwargs)
+        except Exception:
+            # The relay keeps the row and retries it with backoff (and logs the batch).
+            OUTBOX_PUBLISH_FAILURES.labels(self.settings.service_name, kwargs["event_type"]).inc()
+            raise
         EVENTS_PUBLISHED.labels(self.settings.service_name, kwargs["event_type"]).inc()
 
     async def _set_consuming(self, on: bool) -> None:

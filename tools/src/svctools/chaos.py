@@ -20,15 +20,17 @@ Then it waits (bounded) for the system to settle and checks what a user would no
 
 It prints a summary table and exits 1 when an invariant fails (0 when all hold).
 
-RabbitMQ and Redis are the machine's shared servers: stopping them disturbs anything else using
-them, which is why this is a manual command and not part of `make test`. They are restarted
-whatever happens, and the provider's faults are switched off, before it exits.
+One step of the schedule puts work in flight on purpose across a broker restart: the provider
+goes down, confirmed orders are cancelled (their refunds are deferred) while new orders' payments
+are deferred too, then RabbitMQ is restarted with all of them waiting in delay queues, then the
+provider comes back. Every one of them must still end.
+
+The system runs against a RabbitMQ node and a redis-server of its own, started on free ports for
+the run and removed afterwards (PostgreSQL is the machine's, with databases of its own): no
+other user of the machine's broker or Redis notices a run, so it is safe to run anywhere.
 
     python -m svctools.chaos [--orders N] [--clients C] [--interval S] ... (--help)
     python -m svctools.chaos --cleanup NAMESPACE   # what a failed or --keep run left behind
-
-``--spare-servers`` (CHAOS_SPARE_SERVERS=1) leaves RabbitMQ and Redis running and only drops
-the system's own broker connections, for a machine shared with other work.
 """
 
 from __future__ import annotations
@@ -52,7 +54,6 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 import asyncpg
 import httpx
@@ -60,7 +61,7 @@ import redis.asyncio as aioredis
 
 from servicekit.db import asyncpg_dsn, drop_database
 from servicekit.operations import outbox_backlog
-from servicekit.testing.plugin import close_connections, delete_amqp_by_prefix
+from servicekit.testing.rabbitnodes import RabbitNode, RabbitNodeError, free_port
 from svctools.launcher import SERVICES, ServiceDefinition
 from svctools.smtp_sink import read_messages
 
@@ -98,11 +99,8 @@ class Settings:
     gateway_rate: int
     seed: int
     keep: bool
-    spare_servers: bool
     cleanup: str | None
     postgres_url: str
-    redis_url: str
-    amqp_url: str
 
 
 def parse_settings(argv: Sequence[str] | None, env: Mapping[str, str]) -> Settings:
@@ -185,13 +183,6 @@ def parse_settings(argv: Sequence[str] | None, env: Mapping[str, str]) -> Settin
         help="keep the run's databases, queues and run directory for inspection (CHAOS_KEEP=1)",
     )
     parser.add_argument(
-        "--spare-servers",
-        action="store_true",
-        default=default("SPARE_SERVERS", "") not in {"", "0", "false", "no"},
-        help="leave the machine's RabbitMQ and Redis running: only the system's broker "
-        "connections are dropped (CHAOS_SPARE_SERVERS=1)",
-    )
-    parser.add_argument(
         "--cleanup",
         metavar="NAMESPACE",
         help="only remove what a kept (or failed) run left: its databases, queues, run dir",
@@ -211,11 +202,8 @@ def parse_settings(argv: Sequence[str] | None, env: Mapping[str, str]) -> Settin
         gateway_rate=args.gateway_rate,
         seed=args.seed,
         keep=args.keep,
-        spare_servers=args.spare_servers,
         cleanup=args.cleanup,
         postgres_url=env.get("POSTGRES_URL", "") or "postgresql+asyncpg://postgres@127.0.0.1:5432",
-        redis_url=env.get("REDIS_URL", "") or "redis://127.0.0.1:6379/0",
-        amqp_url=env.get("AMQP_URL", "") or "amqp://guest:guest@127.0.0.1:5672/",
     )
 
 
@@ -299,13 +287,18 @@ def _pick_ports(instances: Mapping[str, int]) -> dict[str, int]:
 
 
 async def start_system(
-    settings: Settings, instances: dict[str, int], extra_env: Mapping[str, str] | None = None
+    settings: Settings,
+    instances: dict[str, int],
+    *,
+    namespace: str,
+    amqp_url: str,
+    redis_url: str,
+    extra_env: Mapping[str, str] | None = None,
 ) -> System:
     """Start `python -m svctools.launcher` on its own ports and namespace; wait until ready.
 
     ``extra_env`` is set last (service settings such as ``ORDERS_DB_POOL_SIZE``).
     """
-    namespace = f"chaos{uuid.uuid4().hex[:8]}"
     ports = _pick_ports(instances)
     run_dir = REPO / ".run" / namespace
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -320,8 +313,8 @@ async def start_system(
         GATEWAY_RATE_PER_SECOND=str(settings.gateway_rate),
         GATEWAY_BURST=str(2 * settings.gateway_rate),
         POSTGRES_URL=settings.postgres_url,
-        REDIS_URL=settings.redis_url,
-        AMQP_URL=settings.amqp_url,
+        REDIS_URL=redis_url,
+        AMQP_URL=amqp_url,
     )
     env.update(extra_env or {})
     output = run_dir / "launcher.out"
@@ -388,12 +381,11 @@ def stop_system(system: System) -> int | None:
 
 
 def cleanup(namespace: str, settings: Settings) -> None:
-    """Drop the namespace's databases, delete its queues and exchange and its run directory."""
+    """Drop the namespace's databases and its run directory (its broker node is gone already)."""
     for definition in SERVICES:
         url = f"{settings.postgres_url.rstrip('/')}/{definition.database}_{namespace}"
         with contextlib.suppress(Exception):
             asyncio.run(drop_database(url))
-    delete_amqp_by_prefix(settings.amqp_url, f"{namespace}.")
     shutil.rmtree(REPO / ".run" / namespace, ignore_errors=True)
 
 
@@ -414,49 +406,59 @@ def find_pid(system: System, port: int) -> int | None:
     return None
 
 
-# --------------------------------------------------------------------------- shared servers
+# --------------------------------------------------------------------------- its own servers
 
 
 class Broker:
-    """The local RabbitMQ, driven through rabbitmqctl."""
+    """A throwaway RabbitMQ node of this run (``servicekit.testing.rabbitnodes``).
 
-    def __init__(self, amqp_url: str) -> None:
-        host = urlsplit(amqp_url).hostname or ""
-        self.local = host in {"127.0.0.1", "localhost", "::1"} and bool(shutil.which("rabbitmqctl"))
+    Restarting it (``stop_app`` / ``start_app``) or dropping its connections disturbs nobody
+    else: the machine's own broker is never touched.
+    """
+
+    def __init__(self) -> None:
+        self.node = RabbitNode.create()
         self.stopped = False
 
-    async def ctl(self, *args: str, limit: float = 120) -> str:
-        process = await asyncio.create_subprocess_exec(
-            "rabbitmqctl",
-            "-q",
-            *args,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.STDOUT,
-        )
-        output, _ = await asyncio.wait_for(process.communicate(), timeout=limit)
-        if process.returncode != 0:
-            raise RuntimeError(f"rabbitmqctl {' '.join(args)}: {output.decode(errors='replace')}")
-        return output.decode(errors="replace")
+    @property
+    def url(self) -> str:
+        return self.node.url
+
+    def start(self) -> None:
+        self.node.start()
 
     async def restart(self, outage: float) -> None:
         """stop_app, ``outage`` seconds down, start_app."""
         self.stopped = True
         try:
-            await self.ctl("stop_app")
+            await asyncio.to_thread(self.node.stop_app)
             await asyncio.sleep(outage)
         finally:
-            await self.ctl("start_app")
+            await asyncio.to_thread(self.node.start_app)
             self.stopped = False
 
-    def ensure_running(self) -> None:
-        """Start the app again if a restart was interrupted (used on the way out)."""
-        if self.stopped:
-            subprocess.run(["rabbitmqctl", "-q", "start_app"], check=False, timeout=120)  # noqa: S607
-            self.stopped = False
+    async def close_connections(self) -> int:
+        """Close every client connection (all of them are the system's)."""
+        listing = await asyncio.to_thread(
+            self.node.ctl, "list_connections", "pid", "--no-table-headers"
+        )
+        pids = [line.strip() for line in listing.splitlines() if line.strip()]
+        closed = 0
+        for pid in pids:
+            with contextlib.suppress(RabbitNodeError):
+                await asyncio.to_thread(self.node.ctl, "close_connection", pid, "chaos")
+                closed += 1
+        return closed
+
+    def remove(self) -> None:
+        """Stop the node and delete its data (on the way out, whatever happened)."""
+        self.node.remove()
 
     async def queue_depths(self, prefix: str) -> dict[str, int]:
         """Messages (ready and unacked) per queue whose name starts with ``prefix``."""
-        listing = await self.ctl("list_queues", "name", "messages", "--no-table-headers")
+        listing = await asyncio.to_thread(
+            self.node.ctl, "list_queues", "name", "messages", "--no-table-headers"
+        )
         depths = {}
         for line in listing.splitlines():
             fields = line.split()
@@ -465,94 +467,71 @@ class Broker:
         return depths
 
 
-def _redis_server(reported: str) -> str:
-    # INFO's executable is wrong when the server was started by a relative name.
-    if os.path.isfile(reported):
-        return reported
-    return shutil.which("redis-server") or "redis-server"
-
-
 class RedisServer:
-    """The local Redis: shut down (saving its data) and started again with the same settings."""
+    """A redis-server of this run on a free port, its data in the run directory."""
 
-    _KEPT = (
-        "port",
-        "bind",
-        "dir",
-        "dbfilename",
-        "save",
-        "appendonly",
-        "logfile",
-        "pidfile",
-        "protected-mode",
-        "databases",
-        "unixsocket",
-        "requirepass",
-    )
+    def __init__(self, directory: Path) -> None:
+        self.port = free_port()
+        self.directory = directory
+        self.process: subprocess.Popen[bytes] | None = None
 
-    def __init__(self, url: str) -> None:
-        self.url = url
-        host = urlsplit(url).hostname or ""
-        self.local = host in {"127.0.0.1", "localhost", "::1"}
-        self.command: list[str] | None = None
-        self.down = False
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
 
-    async def _restart_command(self) -> list[str]:
-        client = aioredis.Redis.from_url(self.url)
-        try:
-            info = await client.info("server")
-            config = await client.config_get("*")
-        finally:
-            await client.aclose()
-        command = [_redis_server(str(info.get("executable") or ""))]
-        if info.get("config_file"):
-            command.append(str(info["config_file"]))
-        for name in self._KEPT:
-            value = config.get(name)
-            if value is None or (value == "" and name not in {"save"}):
-                continue
-            command += [f"--{name}", *(str(value).split() or [""])]
-        return [*command, "--daemonize", "yes"]
+    def start(self) -> None:
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self.process = subprocess.Popen(  # noqa: S603 - a fixed command line
+            [
+                shutil.which("redis-server") or "redis-server",
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                str(self.directory),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + 20
+        while not self._answers():
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"redis-server on port {self.port} did not start")
+            time.sleep(0.1)
 
     async def stop_and_start(self, outage: float) -> None:
-        """SHUTDOWN SAVE, ``outage`` seconds down, start it again."""
-        self.command = await self._restart_command()
+        """SHUTDOWN SAVE, ``outage`` seconds down, start it again (its data reloaded)."""
         client = aioredis.Redis.from_url(self.url)
-        self.down = True
         try:
             with contextlib.suppress(Exception):
                 await client.shutdown(save=True)
-            await client.aclose()
-            await asyncio.to_thread(self._wait_until_gone, 30)  # saving may take a moment
-            await asyncio.sleep(outage)
         finally:
-            await asyncio.to_thread(self.ensure_running)
+            await client.aclose()
+        if self.process is not None:
+            await asyncio.to_thread(self.process.wait, 30)
+        await asyncio.sleep(outage)
+        await asyncio.to_thread(self.start)
 
-    def ensure_running(self) -> None:
-        """Start Redis again if it was stopped here and does not answer."""
-        if not self.down or self.command is None:
-            return
-        if not self._answers():
-            subprocess.run(self.command, check=False, timeout=30)  # noqa: S603 - its own settings
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline:
-            if self._answers():
-                self.down = False
-                return
-            time.sleep(0.2)
-        raise RuntimeError(f"Redis did not come back: start it with {' '.join(self.command)}")
-
-    def _wait_until_gone(self, limit: float) -> None:
-        deadline = time.monotonic() + limit
-        while self._answers() and time.monotonic() < deadline:
-            time.sleep(0.1)
+    def stop(self) -> None:
+        """Stop it, whatever state it is in."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
 
     def _answers(self) -> bool:
-        parts = urlsplit(self.url)
         try:
-            with socket.create_connection((parts.hostname, parts.port or 6379), timeout=1) as s:
+            with socket.create_connection(("127.0.0.1", self.port), timeout=1) as s:
                 s.sendall(b"PING\r\n")
-                return s.recv(64).startswith((b"+PONG", b"-NOAUTH"))
+                return s.recv(64).startswith(b"+PONG")
         except OSError:
             return False
 
@@ -802,7 +781,12 @@ class Step:
     fault: bool = True  # False for a step that only switches a fault off
 
 
-def build_schedule(system: System, broker: Broker, redis_server: RedisServer) -> list[Step]:
+def build_schedule(
+    system: System,
+    broker: Broker,
+    redis_server: RedisServer,
+    cancel_confirmed: Callable[[int], Awaitable[int]],
+) -> list[Step]:
     """One cycle of faults; each service instance is killed once per cycle."""
     settings = system.settings
     outage = settings.outage
@@ -836,20 +820,34 @@ def build_schedule(system: System, broker: Broker, redis_server: RedisServer) ->
     ]
 
     async def close_system_connections() -> None:
-        # Every connection of the system (named "<service>@<exchange>:<id>"), nobody else's.
-        closed = await asyncio.to_thread(close_connections, f"@{system.exchange}:", "chaos")
+        closed = await broker.close_connections()
         say(f"  {closed} connections closed")
 
-    if broker.local:
-        steps.append(Step("RabbitMQ: the system's connections closed", close_system_connections))
+    async def in_flight_across_restart() -> None:
+        # Payments deferred and refunds deferred, all waiting in delay queues, when the broker
+        # stops; the provider only comes back after it started again.
+        await provider(down=True)
+        try:
+            cancelled = await cancel_confirmed(5)
+            await asyncio.sleep(settings.interval / 2)  # new orders' payments are deferred too
+            depths = await broker.queue_depths(f"{system.exchange}.")
+            waiting = sum(n for name, n in depths.items() if ".delay." in name)
+            say(f"  {cancelled} confirmed orders cancelled, {waiting} messages in delay queues")
+            await broker.restart(outage)
+            await asyncio.sleep(2)
+        finally:
+            await provider(down=False)
+
     steps += [
+        Step("RabbitMQ: the system's connections closed", close_system_connections),
         kills["notifications-1"],
         Step("provider: errors off", lambda: provider(error_rate=0), fault=False),
+        Step(f"Redis: stopped {outage:g} s", lambda: redis_server.stop_and_start(outage)),
+        Step(
+            "provider down, refunds and payments deferred, RabbitMQ restarted",
+            in_flight_across_restart,
+        ),
     ]
-    if redis_server.local and not settings.spare_servers:
-        steps.append(
-            Step(f"Redis: stopped {outage:g} s", lambda: redis_server.stop_and_start(outage))
-        )
     steps += [
         kills["auth-1"],
         Step(
@@ -858,11 +856,8 @@ def build_schedule(system: System, broker: Broker, redis_server: RedisServer) ->
         ),
         kills["orders-2"],
     ]
-    if broker.local and not settings.spare_servers:
-        steps.append(
-            Step(f"RabbitMQ: stop_app, {outage:g} s, start_app", lambda: broker.restart(outage))
-        )
     steps += [
+        Step(f"RabbitMQ: stop_app, {outage:g} s, start_app", lambda: broker.restart(outage)),
         kills["users-1"],
         Step("provider: latency spike off", lambda: provider(latency_ms=0), fault=False),
         kills["payments-gateway-2"],
@@ -1159,29 +1154,38 @@ def table(settings: Settings, system: System, outcome: Outcome) -> str:
 
 
 async def run(settings: Settings) -> int:
-    """Start, load, inject, settle, check; always restore the shared servers and clean up."""
+    """Start, load, inject, settle, check; always stop its own servers and clean up."""
     instances = {"orders": 2, "payments-gateway": 2}
-    broker = Broker(settings.amqp_url)
-    redis_server = RedisServer(settings.redis_url)
+    namespace = f"chaos{uuid.uuid4().hex[:8]}"
     rng = random.Random(settings.seed)  # noqa: S311 - test data, not security
-    say(
-        f"starting the system (orders ×2, payments-gateway ×2); the gateway's rate limit is "
-        f"raised to {settings.gateway_rate} requests/s (burst {2 * settings.gateway_rate}) "
-        "for this run, since every client comes from 127.0.0.1"
-    )
-    if not broker.local:
-        say("RabbitMQ is not local (or rabbitmqctl is missing): its faults are skipped")
-    if not redis_server.local:
-        say("Redis is not local: its stop/start is skipped")
-    system = await start_system(settings, instances)
+    broker = Broker()
+    redis_server = RedisServer(REPO / ".run" / namespace / "redis")
+    say(f"starting a RabbitMQ node ({broker.node.nodename}) and a redis-server of this run")
+    try:
+        await asyncio.to_thread(broker.start)
+        await asyncio.to_thread(redis_server.start)
+        say(
+            f"starting the system (orders ×2, payments-gateway ×2); the gateway's rate limit is "
+            f"raised to {settings.gateway_rate} requests/s (burst {2 * settings.gateway_rate}) "
+            "for this run, since every client comes from 127.0.0.1"
+        )
+        system = await start_system(
+            settings,
+            instances,
+            namespace=namespace,
+            amqp_url=broker.url,
+            redis_url=redis_server.url,
+        )
+    except BaseException:
+        await asyncio.to_thread(redis_server.stop)
+        await asyncio.to_thread(broker.remove)
+        raise
     say(f"system up: namespace {system.namespace}, gateway {system.gateway}")
     say(f"logs: {system.run_dir / 'logs'}")
     outcome: Outcome | None = None
     try:
         outcome = await exercise(settings, system, broker, redis_server, rng)
     finally:
-        broker.ensure_running()
-        await asyncio.to_thread(redis_server.ensure_running)
         with contextlib.suppress(Exception):
             async with httpx.AsyncClient(timeout=5, trust_env=False) as c:
                 await c.put(
@@ -1192,11 +1196,13 @@ async def run(settings: Settings) -> int:
         code = await asyncio.to_thread(stop_system, system)
         if code not in (0, None):
             say(f"the launcher exited with {code}: see {system.output}")
+        await asyncio.to_thread(redis_server.stop)
+        await asyncio.to_thread(broker.remove)
         passed = outcome is not None and outcome.passed
         if settings.keep or not passed:
             say(
-                f"kept for inspection: {system.run_dir} (logs, mail), the databases "
-                f"*_{system.namespace} and the queues {system.exchange}.*; remove them with "
+                f"kept for inspection: {system.run_dir} (logs, mail) and the databases "
+                f"*_{system.namespace}; remove them with "
                 f"`python -m svctools.chaos --cleanup {system.namespace}`"
             )
         else:
@@ -1214,14 +1220,29 @@ async def exercise(
     rng: random.Random,
 ) -> Outcome:
     """Users, then the load under the fault schedule, then settling."""
-    steps = build_schedule(system, broker, redis_server)
-    cycle = len(steps) * settings.interval
     stats = LoadStats()
     limits = httpx.Limits(max_connections=4 * settings.clients + 8)
     async with httpx.AsyncClient(
         base_url=system.gateway, timeout=30, limits=limits, trust_env=False
     ) as http:
-        client = Client(http, stats, deadline=time.monotonic() + cycle + settings.settle_timeout)
+        client = Client(http, stats, deadline=time.monotonic() + settings.settle_timeout)
+
+        async def cancel_confirmed(count: int) -> int:
+            """Cancel up to ``count`` confirmed orders the clients meant to keep."""
+            cancelled = 0
+            for placed in [p for p in stats.placed if p.plan == "keep"][-4 * count :]:
+                if cancelled == count:
+                    break
+                response = await client.call("GET", f"/orders/{placed.order_id}", user=placed.user)
+                if response.status_code == 200 and response.json().get("status") == "confirmed":
+                    placed.plan = "cancel-confirmed"
+                    await client.cancel(placed)
+                    cancelled += 1
+            return cancelled
+
+        steps = build_schedule(system, broker, redis_server, cancel_confirmed)
+        cycle = len(steps) * settings.interval
+        client.deadline += cycle
         users = [User(f"chaos.{uuid.uuid4().hex[:12]}@example.com") for _ in range(settings.users)]
         await asyncio.gather(*(client.register(u) for u in users))
         say(f"{len(users)} users registered; placing {settings.orders} orders over ~{cycle:.0f} s")
@@ -1266,7 +1287,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return asyncio.run(guarded())
     except (KeyboardInterrupt, asyncio.CancelledError):
-        print("chaos run interrupted; shared servers restored", file=sys.stderr)
+        print("chaos run interrupted; its servers stopped", file=sys.stderr)
         return 130
 
 

@@ -233,9 +233,16 @@ async def drill(settings: DrillSettings) -> int:
         urls = ",".join(cluster.urls)
         base = chaos.parse_settings([], os.environ)
         load_seconds = settings.orders / settings.rate
-        run = dataclasses.replace(base, amqp_url=urls, orders=settings.orders, clients=8)
+        run = dataclasses.replace(base, orders=settings.orders, clients=8)
         say(f"cluster {', '.join(n.nodename for n in cluster.nodes)}; starting the system")
-        system = await chaos.start_system(run, dict(INSTANCES), SMALL_POOLS)
+        system = await chaos.start_system(
+            run,
+            dict(INSTANCES),
+            namespace=f"cluster{uuid.uuid4().hex[:8]}",
+            amqp_url=urls,
+            redis_url=os.environ.get("REDIS_URL", "") or "redis://127.0.0.1:6379/0",
+            extra_env=SMALL_POOLS,
+        )
         say(f"system up: namespace {system.namespace}, logs {system.run_dir / 'logs'}")
         passed = False
         try:

@@ -23,3 +23,10 @@ class Settings(ServiceSettings):
     # minutes; a day matches what payment APIs promise), then the key may place a new order.
     idempotency_ttl_hours: float = Field(default=24.0, gt=0)
     idempotency_purge_interval_seconds: float = Field(default=3600.0, gt=0)
+
+    # Orders still waiting for payments-gateway are swept every in_flight_sweep_seconds: one
+    # pending this long has its order.created published again (same event id); one
+    # refund_pending this long has its refund asked for again. Both are idempotent downstream.
+    in_flight_sweep_seconds: float = Field(default=30.0, gt=0)
+    pending_reannounce_seconds: float = Field(default=150.0, gt=0)
+    refund_rerequest_seconds: float = Field(default=150.0, gt=0)

@@ -8,7 +8,7 @@ from fastapi import FastAPI
 
 from orders_service.config import Settings
 from orders_service.handlers import HandlerDeps, consumer_specs
-from orders_service.maintenance import IdempotencyJanitor
+from orders_service.maintenance import IdempotencyJanitor, InFlightSweeper
 from orders_service.models import inbox, outbox
 from orders_service.router import router
 from servicekit.outbox import Outbox
@@ -26,6 +26,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         ttl=timedelta(hours=settings.idempotency_ttl_hours),
         interval=settings.idempotency_purge_interval_seconds,
     )
+    sweeper = InFlightSweeper(
+        outbox=deps.outbox,
+        interval=settings.in_flight_sweep_seconds,
+        pending_after=timedelta(seconds=settings.pending_reannounce_seconds),
+        refund_after=timedelta(seconds=settings.refund_rerequest_seconds),
+    )
     runtime = ServiceRuntime(
         settings,
         outbox_table=outbox,
@@ -38,8 +44,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             "order.cancelled",
             "order.refund_requested",
         ],
-        on_start=[janitor.start],
-        on_stop=[janitor.stop],
+        on_start=[janitor.start, sweeper.start],
+        on_stop=[janitor.stop, sweeper.stop],
     )
     return create_service_app(
         runtime=runtime,

@@ -16,6 +16,7 @@ from sqlalchemy import (
     String,
     Text,
     Uuid,
+    text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
@@ -49,6 +50,12 @@ class Order(Base):
         CheckConstraint(f"status IN ({STATUS_VALUES})", name="status"),
         CheckConstraint("total_amount > 0", name="total_positive"),
         Index("ix_orders_user_id_created_at_id", "user_id", "created_at", "id"),
+        # The in-flight sweeper's lookup: orders still waiting for payments, oldest first.
+        Index(
+            "ix_orders_in_flight_updated_at",
+            "updated_at",
+            postgresql_where=text("status IN ('pending', 'refund_pending')"),
+        ),
     )
 
     id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)

@@ -6,13 +6,20 @@ import uuid
 from collections.abc import Sequence
 from datetime import datetime
 
-from sqlalchemy import Row, bindparam, delete, select, tuple_, update
+from sqlalchemy import Row, bindparam, delete, func, literal, select, tuple_, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import selectinload
 
 from orders_service.domain import OrderStatus
-from orders_service.models import IdempotencyRecord, Order, OrderItem, order_items, orders
+from orders_service.models import (
+    IdempotencyRecord,
+    Order,
+    OrderItem,
+    order_items,
+    orders,
+    outbox,
+)
 from servicekit.db import bound_values
 
 # Placing an order and moving it through the saga run the same few statements for every order.
@@ -53,6 +60,9 @@ _SAVE = (
 def _snapshot(row: Row[tuple[object, ...]]) -> Order:
     """An order as the statement returned it, not attached to the session."""
     return Order(**row._mapping)
+
+
+_ORDER_CREATED_OF = outbox.c.payload[("data", "order_id")].astext
 
 
 class OrderRepository:
@@ -120,6 +130,55 @@ class OrderRepository:
         """Snapshots of every pending order of a user (without items), oldest first."""
         rows = await self.session.execute(_PENDING_OF_USER, {"user_id": user_id})
         return [_snapshot(row) for row in rows]
+
+    async def in_flight(
+        self, status: OrderStatus, *, unchanged_since: datetime, limit: int
+    ) -> list[Order]:
+        """Snapshots of orders in ``status`` not changed since ``unchanged_since``, oldest first."""
+        stmt = (
+            select(*orders.c)
+            .where(orders.c.status == status.value, orders.c.updated_at < unchanged_since)
+            .order_by(orders.c.updated_at)
+            .limit(limit)
+        )
+        return [_snapshot(row) for row in await self.session.execute(stmt)]
+
+    async def republish_order_created(
+        self, order_ids: Sequence[uuid.UUID], *, published_before: datetime
+    ) -> set[uuid.UUID]:
+        """Put these orders' ``order.created`` rows back in the outbox queue, as they were.
+
+        The same event id goes out again: a consumer that had applied it drops the copy in its
+        inbox. Only rows published before ``published_before`` (so at most one re-announcement
+        per period); returns the orders whose row was found and re-queued.
+        """
+        if not order_ids:
+            return set()
+        requeued = (
+            update(outbox)
+            .where(
+                outbox.c.event_type == "order.created",
+                outbox.c.published_at < published_before,
+                _ORDER_CREATED_OF.in_([str(order_id) for order_id in order_ids]),
+            )
+            .values(published_at=None, available_at=func.now(), attempts=0, last_error=None)
+            .returning(_ORDER_CREATED_OF)
+            .cte("requeued")
+        )
+        stmt = select(
+            requeued.c[0], func.pg_notify(f"{outbox.name}_pending", literal(""))
+        ).select_from(requeued)
+        return {uuid.UUID(row[0]) for row in await self.session.execute(stmt)}
+
+    async def announced(self, order_ids: Sequence[uuid.UUID]) -> set[uuid.UUID]:
+        """Which of these orders still have their ``order.created`` row in the outbox."""
+        if not order_ids:
+            return set()
+        stmt = select(_ORDER_CREATED_OF).where(
+            outbox.c.event_type == "order.created",
+            _ORDER_CREATED_OF.in_([str(order_id) for order_id in order_ids]),
+        )
+        return {uuid.UUID(value) for value in await self.session.scalars(stmt)}
 
     async def claim_idempotency_key(
         self, *, user_id: uuid.UUID, key: str, request_hash: str

@@ -332,6 +332,26 @@ async def apply_payment_refunded(*, session: AsyncSession, refund: PaymentRefund
     )
 
 
+async def rerequest_refund(*, session: AsyncSession, outbox: Outbox, order: Order) -> bool:
+    """Ask again for the refund of an order still ``refund_pending``; False if it moved on."""
+    if order.order_status is not OrderStatus.REFUND_PENDING:
+        return False
+    order.updated_at = utc_now()  # the next re-request waits a full period again
+    if not await OrderRepository(session).save(order):
+        return False  # changed meanwhile (refunded): nothing to ask for
+    await _request_refund(
+        session,
+        outbox,
+        order,
+        payment_id=order.payment_id,
+        amount=order.total_amount,
+        currency=order.currency,
+        reason=order.status_reason or "refund_rerequested",
+    )
+    log.warning("order.refund_rerequested", order_id=str(order.id))
+    return True
+
+
 async def cancel_orders_of_deleted_user(
     *, session: AsyncSession, outbox: Outbox, user_id: uuid.UUID
 ) -> int:

@@ -54,6 +54,11 @@ class Settings(ServiceSettings):
     reconcile_after_seconds: float = Field(default=120.0, gt=0)
     reconcile_interval_seconds: float = Field(default=30.0, gt=0)
     reconcile_batch: int = Field(default=50, ge=1)
+    # A payment pending and never charged this long (its order.created lost, or waiting in a
+    # delay queue) is charged again by the sweeper, with the same idempotency key, on the same
+    # reconcile_interval_seconds; past provider_deadline_seconds it fails. Longer than the
+    # longest normal wait between two attempts (a delay tier, an open circuit's 30 s).
+    payment_stall_seconds: float = Field(default=150.0, gt=0)
 
     # Shared with the provider; signs its webhook deliveries.
     webhook_secret: SecretStr = SecretStr("whsec_dev_only")

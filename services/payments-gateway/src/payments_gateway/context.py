@@ -10,12 +10,16 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from payments_gateway.config import Settings
 from payments_gateway.provider import BREAKER_NAME, ProviderClient
-from payments_gateway.service import purge_webhook_events, reconcile_pending_charges
+from payments_gateway.service import (
+    purge_webhook_events,
+    reconcile_pending_charges,
+    sweep_stalled_payments,
+)
 from payments_gateway.transport import ShardedTransport
 from servicekit import tracecontext
 from servicekit.breaker import State
 from servicekit.logging import get_logger
-from servicekit.metrics import breaker_observer
+from servicekit.metrics import SWEPT, breaker_observer
 from servicekit.outbox import Outbox
 from servicekit.runtime import ServiceRuntime
 
@@ -66,16 +70,29 @@ class PaymentsContext:
 
     async def _reconcile_forever(self) -> None:
         """Every reconcile_interval_seconds: settle pending charges whose webhook did not come,
-        and forget applied webhook ids past their retention."""
+        move on payments whose charge stalled, and forget webhook ids past their retention."""
+        name = self.settings.service_name
+        for outcome in ("succeeded", "failed", "failed_deadline", "deferred", "awaiting_webhook"):
+            SWEPT.labels(name, "stalled_payments", outcome)
+        SWEPT.labels(name, "pending_charges", "settled")
         while True:
             await asyncio.sleep(self.settings.reconcile_interval_seconds)
             try:
-                await reconcile_pending_charges(
+                settled = await reconcile_pending_charges(
                     sessions=self.runtime.sessions,
                     outbox=self.runtime.outbox,
                     provider=self.provider,
                     settings=self.settings,
                 )
+                SWEPT.labels(name, "pending_charges", "settled").inc(settled)
+                swept = await sweep_stalled_payments(
+                    sessions=self.runtime.sessions,
+                    outbox=self.runtime.outbox,
+                    provider=self.provider,
+                    settings=self.settings,
+                )
+                for outcome, count in swept.items():
+                    SWEPT.labels(name, "stalled_payments", outcome).inc(count)
                 await purge_webhook_events(sessions=self.runtime.sessions, settings=self.settings)
             except Exception:  # the next round tries again; a crash would end reconciling
                 log.exception("payment.reconcile_failed")

@@ -167,6 +167,25 @@ class PaymentRepository:
         )
         return list(await self.session.scalars(stmt))
 
+    async def stalled(self, *, since_before: datetime, limit: int) -> list[Payment]:
+        """Pending payments not charged yet (no charge id) and unchanged since ``since_before``.
+
+        A live delivery of their ``order.created`` either settles them in moments or defers
+        them; one still here this late lost its message, or waits in a delay queue.
+        """
+        stmt = (
+            select(Payment)
+            .where(
+                Payment.status == PaymentStatus.PENDING,
+                Payment.provider_reference.is_(None),
+                Payment.source_token.is_not(None),
+                Payment.updated_at < since_before,
+            )
+            .order_by(Payment.updated_at)
+            .limit(limit)
+        )
+        return list(await self.session.scalars(stmt))
+
     async def page(
         self,
         *,

@@ -55,6 +55,7 @@ from __future__ import annotations
 
 import time
 import uuid
+from collections import Counter
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 
@@ -135,6 +136,23 @@ async def charge_order(
     if payment.provider_reference is not None or payment.source_token is None:
         log.info("payment.awaiting_webhook", payment_id=str(payment.id))
         return
+    await _charge(session, outbox, provider, settings, payment)
+
+
+async def _charge(
+    session: AsyncSession,
+    outbox: Outbox,
+    provider: ProviderClient,
+    settings: Settings,
+    payment: Payment,
+) -> None:
+    """One charge attempt of a pending payment, its outcome written in ``session``.
+
+    Raises RetryLater while the provider is unreachable and the deadline is ahead; fails the
+    payment with ``provider_unavailable`` once it has passed.
+    """
+    if payment.source_token is None:  # pragma: no cover - callers check it
+        raise ValueError(f"payment {payment.id} has no source to charge")
     request = ChargeRequest(
         payment_id=payment.id,
         order_id=payment.order_id,
@@ -302,6 +320,54 @@ async def reconcile_pending_charges(
                 pending_since=payment.updated_at.isoformat(),
             )
     return settled
+
+
+async def sweep_stalled_payments(
+    *,
+    sessions: async_sessionmaker[AsyncSession],
+    outbox: Outbox,
+    provider: ProviderClient,
+    settings: Settings,
+) -> Counter[str]:
+    """Move on payments pending, uncharged, for ``payment_stall_seconds``; outcomes counted.
+
+    Such a payment's ``order.created`` was lost after the payment was recorded (or waits in a
+    delay queue). It is charged again here with the same idempotency key, the payment id, so a
+    charge the provider already made is replayed, never repeated; past its deadline it fails
+    with ``provider_unavailable`` (``payment.failed``: the order fails). A delivery of the
+    message racing with this is decided by the guarded update: one outcome, one event.
+    """
+    cutoff = utcnow() - timedelta(seconds=settings.payment_stall_seconds)
+    async with sessions() as session:
+        stalled = await PaymentRepository(session).stalled(
+            since_before=cutoff, limit=settings.reconcile_batch
+        )
+    outcomes: Counter[str] = Counter()
+    for payment in stalled:
+        log.warning(
+            "payment.stalled",
+            payment_id=str(payment.id),
+            order_id=str(payment.order_id),
+            pending_since=payment.updated_at.isoformat(),
+        )
+        try:
+            async with sessions() as session, session.begin():
+                await _charge(session, outbox, provider, settings, payment)
+                settled = await PaymentRepository(session).get(payment.id)
+        except RetryLater as deferral:
+            outcomes["deferred"] += 1
+            if isinstance(deferral.__cause__, CircuitOpenError):
+                break  # the provider is away: the next round tries again
+            continue
+        status = settled.status if settled is not None else "?"
+        outcomes[
+            "awaiting_webhook"
+            if status == PaymentStatus.PENDING
+            else "failed_deadline"
+            if settled is not None and settled.reason == FailureReason.PROVIDER_UNAVAILABLE
+            else str(status)
+        ] += 1
+    return outcomes
 
 
 async def purge_webhook_events(
