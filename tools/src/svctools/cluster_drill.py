@@ -4,7 +4,7 @@ It starts three throwaway RabbitMQ nodes joined into one cluster (``RabbitCluste
 and data, the machine's broker is not touched) and the system on ports, databases and a run
 directory of its own (``svctools.chaos.start_system``: orders and payments-gateway twice), every
 service given all three nodes in ``AMQP_URL``. Clients place orders through the gateway at a
-steady rate while:
+steady rate (4/s) from before the first fault until 20 s after the last, while:
 
 1. the node leading the most quorum queues is SIGKILLed, then started again;
 2. later two nodes are stopped at once (the cluster loses its majority: no quorum queue can
@@ -19,7 +19,7 @@ how long orders placed around each failover took to complete (p50, p99, max; ord
 before the first fault for comparison) and the longest pause in completions, and exits 1 when
 an invariant fails. The nodes, the system, its databases and run directory are removed.
 
-    python -m svctools.cluster_drill [--orders N] [--rate R] [--outage S] [--keep]
+    python -m svctools.cluster_drill [--rate R] [--outage S] [--keep]
 """
 
 from __future__ import annotations
@@ -59,7 +59,6 @@ SMALL_POOLS = {
 
 @dataclass(frozen=True)
 class DrillSettings:
-    orders: int
     rate: float  # orders per second
     outage: float  # seconds a killed or stopped node stays down
     settle_timeout: float
@@ -73,7 +72,6 @@ def parse_args(argv: Sequence[str] | None) -> DrillSettings:
         "busiest node, then take the majority away, and check that nothing was lost.",
     )
     env = os.environ
-    parser.add_argument("--orders", type=int, default=int(env.get("CLUSTER_ORDERS", 480)))
     parser.add_argument(
         "--rate", type=float, default=float(env.get("CLUSTER_RATE", 4)), help="orders/s"
     )
@@ -83,7 +81,7 @@ def parse_args(argv: Sequence[str] | None) -> DrillSettings:
     parser.add_argument("--settle-timeout", type=float, default=240)
     parser.add_argument("--keep", action="store_true", help="keep databases and logs")
     args = parser.parse_args(argv)
-    return DrillSettings(args.orders, args.rate, args.outage, args.settle_timeout, args.keep)
+    return DrillSettings(args.rate, args.outage, args.settle_timeout, args.keep)
 
 
 class ClusterQueues:
@@ -227,13 +225,41 @@ def measure(
     return gaps
 
 
+async def steady_load(
+    client: chaos.Client,
+    users: list[chaos.User],
+    rate: float,
+    stop: asyncio.Event,
+    rng: random.Random,
+    clients: int = 8,
+) -> None:
+    """Orders at ``rate`` per second (chaos's mix of tokens and cancellations) until ``stop``."""
+    started = time.monotonic()
+    seeds = [rng.getrandbits(32) for _ in range(clients)]
+
+    async def worker(index: int) -> None:
+        local = random.Random(seeds[index])  # noqa: S311 - test data
+        number = index
+        while not stop.is_set():
+            await asyncio.sleep(max(0.0, started + number / rate - time.monotonic()))
+            if stop.is_set():
+                return
+            ((token, plan),) = chaos.order_mix(1, local)
+            try:
+                await client.place(users[number % len(users)], token, plan, local)
+            except Exception as exc:  # reported, and the run fails
+                client.stats.failures.append(f"order #{number}: {type(exc).__name__}: {exc}")
+            number += clients
+
+    await asyncio.gather(*(worker(i) for i in range(clients)))
+
+
 async def drill(settings: DrillSettings) -> int:
     say("starting a three-node RabbitMQ cluster")
     with RabbitCluster.started(size=3) as cluster:
         urls = ",".join(cluster.urls)
         base = chaos.parse_settings([], os.environ)
-        load_seconds = settings.orders / settings.rate
-        run = dataclasses.replace(base, orders=settings.orders, clients=8)
+        run = dataclasses.replace(base, clients=8)
         say(f"cluster {', '.join(n.nodename for n in cluster.nodes)}; starting the system")
         system = await chaos.start_system(
             run,
@@ -246,7 +272,7 @@ async def drill(settings: DrillSettings) -> int:
         say(f"system up: namespace {system.namespace}, logs {system.run_dir / 'logs'}")
         passed = False
         try:
-            passed = await exercise(settings, run, system, cluster, load_seconds)
+            passed = await exercise(settings, run, system, cluster)
         finally:
             say("stopping the system")
             await asyncio.to_thread(chaos.stop_system, system)
@@ -269,7 +295,6 @@ async def exercise(
     run: chaos.Settings,
     system: chaos.System,
     cluster: RabbitCluster,
-    load_seconds: float,
 ) -> bool:
     stats = chaos.LoadStats()
     rng = random.Random(run.seed)  # noqa: S311 - test data
@@ -277,19 +302,23 @@ async def exercise(
     async with httpx.AsyncClient(
         base_url=system.gateway, timeout=30, limits=limits, trust_env=False
     ) as http:
-        deadline = time.monotonic() + load_seconds + settings.settle_timeout
+        # Until when a client waits to cancel a confirmed order (the load lasts 2–4 minutes).
+        deadline = time.monotonic() + 300 + settings.settle_timeout
         client = chaos.Client(http, stats, deadline=deadline)
         users = [chaos.User(f"cluster.{uuid.uuid4().hex[:12]}@example.com") for _ in range(12)]
         await asyncio.gather(*(client.register(u) for u in users))
-        say(f"placing {settings.orders} orders at {settings.rate:g}/s (~{load_seconds:.0f} s)")
+        say(f"placing {settings.rate:g} orders/s until the faults are over")
         started = time.time()
-        load = asyncio.create_task(chaos.run_load(run, client, users, load_seconds, rng))
+        stop = asyncio.Event()
+        load = asyncio.create_task(steady_load(client, users, settings.rate, stop, rng))
         faults: list[Fault] = []
         try:
-            await asyncio.sleep(min(20, load_seconds / 6))
+            await asyncio.sleep(20)
             faults.append(await kill_busiest(cluster, system, settings.outage))
             await asyncio.sleep(15)
             faults.append(await lose_majority(cluster, system, settings.outage))
+            await asyncio.sleep(20)
+            stop.set()
             await load
         finally:
             load.cancel()
