@@ -16,7 +16,7 @@ help:
 	@echo "make run    start the whole system (gateway :8080) in the foreground"
 	@echo "make test   run every package's tests against the local PostgreSQL/Redis/RabbitMQ"
 	@echo "make cluster-test  the system on a 3-node RabbitMQ cluster of its own while nodes die"
-	@echo "            (the busiest node SIGKILLed, then the majority lost; ~6 min)"
+	@echo "            (the busiest node SIGKILLed, then the majority lost; ~5 min)"
 	@echo "make fuzz   fuzz every service's API from its OpenAPI (FUZZ_EXAMPLES=200 per operation)"
 	@echo "make chaos  the whole system under load while processes, RabbitMQ and Redis fail"
 	@echo "            (CHAOS_ORDERS=1000; restarts the machine's RabbitMQ and Redis: not in make test)"
