@@ -10,11 +10,13 @@ PYPROJECTS := $(wildcard */pyproject.toml services/*/pyproject.toml)
 TEST_DIRS := shared tools $(sort $(patsubst %/,%,$(dir $(wildcard services/*/pyproject.toml)))) .
 PYTEST_ARGS ?=
 
-.PHONY: venv test fuzz chaos bench lint fmt run docs lock clean help
+.PHONY: venv test cluster-test fuzz chaos bench lint fmt run docs lock clean help
 
 help:
 	@echo "make run    start the whole system (gateway :8080) in the foreground"
 	@echo "make test   run every package's tests against the local PostgreSQL/Redis/RabbitMQ"
+	@echo "make cluster-test  the system on a 3-node RabbitMQ cluster of its own while nodes die"
+	@echo "            (the busiest node SIGKILLed, then the majority lost; ~5 min)"
 	@echo "make fuzz   fuzz every service's API from its OpenAPI (FUZZ_EXAMPLES=200 per operation)"
 	@echo "make chaos  the whole system under load while processes, RabbitMQ and Redis fail"
 	@echo "            (CHAOS_ORDERS=1000; restarts the machine's RabbitMQ and Redis: not in make test)"
@@ -40,6 +42,11 @@ test: $(STAMP)
 	done; \
 	if [ -n "$$failed" ]; then echo "FAILED in:$$failed"; exit 1; fi; \
 	echo "all test suites passed"
+
+# Three throwaway RabbitMQ nodes (own ports and data) joined into a cluster, the whole system
+# on them under load, the busiest node SIGKILLed and later two nodes stopped: nothing lost.
+cluster-test: $(STAMP)
+	$(BIN)/python -m svctools.cluster_drill
 
 # The long form of tests/fuzz (make test runs it with a few examples per operation).
 fuzz: $(STAMP)

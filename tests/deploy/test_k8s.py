@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import copy
+import json
 import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import jsonschema
 import kubernetes_validate
 import pytest
 import yaml
@@ -17,6 +19,7 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 K8S = REPO_ROOT / "deploy" / "k8s"
 BASE = K8S / "base"
 DEV = K8S / "overlays" / "dev"
+RABBITMQ_CLUSTER = K8S / "components" / "rabbitmq-cluster"
 KUBERNETES_VERSION = "1.34"
 
 # Variables a service container gets only to compose its connection URLs with $(VAR).
@@ -339,3 +342,86 @@ class TestConfiguration:
         for host in ("POSTGRES_HOST", "REDIS_HOST", "RABBITMQ_HOST", "SMTP_HOST"):
             assert platform[host]
         assert not {"postgres", "redis", "rabbitmq"} & set(by_kind(documents(BASE), "Deployment"))
+
+
+def rabbitmqcluster_schema() -> Doc:
+    schema: Doc = json.loads(
+        (Path(__file__).parent / "schemas" / "rabbitmqcluster-v1beta1.json").read_text()
+    )
+    return schema
+
+
+def component_documents(directory: Path) -> tuple[list[Doc], list[Doc]]:
+    """(resources, patches) of a kustomize Component."""
+    kustomization = kustomization_of(directory / "kustomization.yaml")
+    resources = [
+        doc for entry in kustomization["resources"] for doc in load_yaml(directory / entry)
+    ]
+    patches = [
+        doc
+        for patch in kustomization.get("patches", [])
+        for doc in load_yaml(directory / patch["path"])
+    ]
+    return resources, patches
+
+
+class TestRabbitmqClusterComponent:
+    """The optional broker cluster: the operator's RabbitmqCluster, the services pointed at it."""
+
+    def test_it_is_a_component_an_overlay_can_add(self) -> None:
+        kustomization = kustomization_of(RABBITMQ_CLUSTER / "kustomization.yaml")
+
+        assert kustomization["apiVersion"] == "kustomize.config.k8s.io/v1alpha1"
+        assert kustomization["kind"] == "Component"
+
+    def test_the_cluster_is_schema_valid_with_three_spread_nodes(self) -> None:
+        resources, _ = component_documents(RABBITMQ_CLUSTER)
+        (cluster,) = [doc for doc in resources if doc["kind"] == "RabbitmqCluster"]
+        schema = rabbitmqcluster_schema()
+        jsonschema.validate(cluster, schema)
+        spec = cluster["spec"]
+        # The nested Kubernetes types, against Kubernetes' own schema (inside a pod spec).
+        pod = {
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {"name": "check"},
+            "spec": {
+                "affinity": spec["affinity"],
+                "containers": [
+                    {"name": "rabbitmq", "image": spec["image"], "resources": spec["resources"]}
+                ],
+            },
+        }
+        kubernetes_validate.validate(pod, KUBERNETES_VERSION, strict=True)
+
+        assert spec["replicas"] == 3
+        anti = spec["affinity"]["podAntiAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]
+        assert anti[0]["topologyKey"] == "kubernetes.io/hostname"
+        assert spec["resources"]["requests"]["memory"] == spec["resources"]["limits"]["memory"]
+
+    def test_the_schema_refuses_a_misspelt_field(self) -> None:
+        resources, _ = component_documents(RABBITMQ_CLUSTER)
+        broken = copy.deepcopy(next(doc for doc in resources if doc["kind"] == "RabbitmqCluster"))
+        broken["spec"]["replica"] = 3
+        schema = rabbitmqcluster_schema()
+
+        with pytest.raises(jsonschema.ValidationError):
+            jsonschema.validate(broken, schema)
+
+    def test_every_service_is_pointed_at_the_clusters_client_service(
+        self, config_maps: dict[str, Doc], deployments: dict[str, Doc]
+    ) -> None:
+        resources, patches = component_documents(RABBITMQ_CLUSTER)
+        cluster_name = next(d for d in resources if d["kind"] == "RabbitmqCluster")["metadata"][
+            "name"
+        ]
+        (platform,) = patches
+
+        assert (platform["kind"], platform["metadata"]["name"]) == ("ConfigMap", "platform")
+        assert set(platform["data"]) <= set(config_maps["platform"]["data"])
+        # The operator names the client Service after the cluster.
+        assert platform["data"]["RABBITMQ_HOST"] == cluster_name
+        for name in APP_SERVICES:
+            prefix = APP_SERVICES[name][2]
+            env = {e["name"]: e.get("value", "") for e in main_container(deployments[name])["env"]}
+            assert "@$(RABBITMQ_HOST):$(RABBITMQ_PORT)/" in env[f"{prefix}AMQP_URL"]

@@ -30,6 +30,7 @@ from svctools.launcher import (
     Supervisor,
     build_plan,
     build_specs,
+    check_dependencies,
     find_nginx,
     process_alive,
     render_gateway,
@@ -310,6 +311,30 @@ class TestBuildSpecs:
             ("Redis", "cache.internal", 6380),
             ("RabbitMQ", "mq.internal", 5673),
         ]
+
+    def test_a_broker_cluster_is_every_node_of_the_list(self) -> None:
+        nodes = "amqp://u:p@mq-0:5672/shop,amqp://u:p@mq-1:5673/shop,amqp://u:p@mq-2/shop"
+        plan = build_plan({"AMQP_URL": nodes})
+        specs = {spec.name: spec for spec in plan.processes}
+        assert specs["orders-1"].env["ORDERS_AMQP_URL"] == nodes
+        broker = plan.dependencies[-1]
+        assert broker.endpoints == (("mq-0", 5672), ("mq-1", 5673), ("mq-2", 5672))
+
+    async def test_one_node_of_a_cluster_answering_is_enough(self) -> None:
+        with socket.socket() as listening, socket.socket() as closed:
+            listening.bind(("127.0.0.1", 0))
+            listening.listen()
+            closed.bind(("127.0.0.1", 0))
+            up, down = listening.getsockname()[1], closed.getsockname()[1]
+            nodes = f"amqp://u:hunter2@127.0.0.1:{down}/,amqp://u:hunter2@127.0.0.1:{up}/"
+            broker = build_plan({"AMQP_URL": nodes}).dependencies[-1]
+            assert await check_dependencies([broker]) == []
+            refused = f"amqp://u:hunter2@127.0.0.1:{down}/,amqp://u:hunter2@127.0.0.1:{down}/"
+            (message,) = await check_dependencies(
+                [build_plan({"AMQP_URL": refused}).dependencies[-1]]
+            )
+        assert f"RabbitMQ is not reachable at 127.0.0.1:{down}, 127.0.0.1:{down}" in message
+        assert "hunter2" not in message
 
     def test_services_are_wired_to_each_other(self) -> None:
         plan = build_plan({"AUTH_PORT": "9001", "SIMULATOR_PORT": "9090", "GATEWAY_PORT": "9080"})

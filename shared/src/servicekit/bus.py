@@ -34,6 +34,7 @@ from sqlalchemy import Table
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from servicekit import tracecontext
+from servicekit.amqp import broker_urls, connect_failover
 from servicekit.events import (
     EventData,
     EventEnvelope,
@@ -136,8 +137,8 @@ class ConsumerObserver(Protocol):
 class EventBus:
     """One robust AMQP connection per process, a confirming publish channel and consumers."""
 
-    def __init__(self, *, url: str, exchange: str, service: str) -> None:
-        self.url = url
+    def __init__(self, *, url: str | Sequence[str], exchange: str, service: str) -> None:
+        self.urls = broker_urls(url)  # one node, or the nodes of a cluster to fail over between
         self.exchange_name = exchange
         self.service = service
         self._connection: AbstractRobustConnection | None = None
@@ -147,10 +148,14 @@ class EventBus:
         self.declared_queues: set[str] = set()
 
     async def connect(self) -> None:
-        """Open the connection and declare the exchange; reconnects by itself afterwards."""
+        """Open the connection and declare the exchange; reconnects by itself afterwards.
+
+        With several addresses a lost node is left for the next one; the channels, the queues
+        and the consumers are restored there.
+        """
         tracecontext.configure_tracing(self.service)  # so every message carries a traceparent
-        self._connection = await aio_pika.connect_robust(
-            self.url,
+        self._connection = await connect_failover(
+            self.urls,
             client_properties={
                 "connection_name": f"{self.service}@{self.exchange_name}:{uuid.uuid4().hex[:8]}"
             },

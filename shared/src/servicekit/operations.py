@@ -18,6 +18,7 @@ import aio_pika
 import asyncpg
 from aio_pika.abc import AbstractIncomingMessage
 
+from servicekit.amqp import connect_first
 from servicekit.bus import (
     HEADER_ATTEMPT,
     HEADER_DEFERRALS,
@@ -71,7 +72,7 @@ async def _each_parked(
     select: Callable[[ParkedMessage], bool] = lambda _: True,
 ) -> list[ParkedMessage]:
     """Visit every message of ``<queue>.dlq``; ``act`` settles the selected ones."""
-    connection = await aio_pika.connect(amqp_url)
+    connection = await connect_first(amqp_url)
     found: list[ParkedMessage] = []
     async with connection:
         channel = await connection.channel(publisher_confirms=True, on_return_raises=True)

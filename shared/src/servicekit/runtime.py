@@ -159,7 +159,7 @@ class ServiceRuntime:
         self.verifier = TokenVerifier(
             jwks=jwks, issuer=s.jwt_issuer, audience=s.jwt_audience, is_revoked=self._is_revoked
         )
-        self.bus = EventBus(url=s.amqp_url, exchange=s.events_exchange, service=s.service_name)
+        self.bus = EventBus(url=s.amqp_urls, exchange=s.events_exchange, service=s.service_name)
         async for attempt in AsyncRetrying(
             retry=retry_if_exception_type((ConnectionError, OSError)),
             wait=wait_exponential(multiplier=0.2, max=3),

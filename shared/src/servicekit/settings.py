@@ -9,6 +9,8 @@ from typing import Any, ClassVar, Literal, Self
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from servicekit.amqp import broker_urls
+
 DEFAULT_BROKER_CREDENTIALS = "guest:guest@"
 
 
@@ -36,6 +38,8 @@ class ServiceSettings(BaseSettings):
     redis_url: str = "redis://127.0.0.1:6379/0"
     redis_timeout_ms: int = Field(default=500, ge=10)
     redis_max_connections: int = Field(default=64, ge=1)
+    # One broker URL, or the nodes of a cluster as a comma-separated list of URLs: clients
+    # start at a random one and move to the next when theirs goes away (servicekit.amqp).
     amqp_url: str = "amqp://guest:guest@127.0.0.1:5672/"
     events_exchange: str = "events"
     log_level: str = "INFO"
@@ -92,6 +96,17 @@ class ServiceSettings(BaseSettings):
         if not 1 <= value <= 65535:
             raise ValueError("port must be between 1 and 65535")
         return value
+
+    @field_validator("amqp_url")
+    @classmethod
+    def _broker_addresses(cls, value: str) -> str:
+        broker_urls(value)  # raises ValueError for an empty list or a URL that is not amqp(s)
+        return value
+
+    @property
+    def amqp_urls(self) -> list[str]:
+        """The broker addresses: one, or every node of a cluster."""
+        return broker_urls(self.amqp_url)
 
     @field_validator("retry_delays_ms")
     @classmethod

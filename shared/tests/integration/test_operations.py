@@ -12,6 +12,7 @@ from servicekit.bus import ReceivedEvent
 from servicekit.db import create_engine
 from servicekit.events import UserRegistered, new_envelope
 from servicekit.outbox import Outbox
+from servicekit.testing.rabbitnodes import free_port
 
 from .conftest import count_effects, metadata, record_effect
 from .test_messaging import eventually, start_consumer, user_event
@@ -54,6 +55,22 @@ class TestDeadLetterOperations:
 
         assert await eventually(applied)
         assert await operations.list_parked(infra.amqp_url, consumer.queue_name) == []
+
+    async def test_a_cluster_address_list_is_served_by_the_node_that_answers(
+        self, bus_factory: Any, sessions: Any, infra: Any
+    ) -> None:
+        bus = await bus_factory("svc")
+        consumer = await start_consumer(bus, sessions)
+        await bus.publish_raw(
+            b"not json", routing_key="user.registered", message_id="bad", event_type="?", headers={}
+        )
+        nobody = f"amqp://guest:guest@127.0.0.1:{free_port()}/"
+        nodes = f"{nobody},{infra.amqp_url}"
+
+        async def parked() -> bool:
+            return len(await operations.list_parked(nodes, consumer.queue_name)) == 1
+
+        assert await eventually(parked, timeout=10)
 
     async def test_purge_one_by_id(self, bus_factory: Any, sessions: Any, infra: Any) -> None:
         bus = await bus_factory("svc")

@@ -147,3 +147,27 @@ class TestProduction:
 
         with pytest.raises(ValueError, match="log_json must be on"):
             StrictSettings()
+
+
+class TestBrokerAddresses:
+    def test_a_comma_separated_list_names_every_node(self, env: pytest.MonkeyPatch) -> None:
+        nodes = [f"amqp://orders:s3cret@rabbit-{i}:5672/" for i in range(3)]
+        env.setenv("ORDERS_AMQP_URL", ",".join(nodes))
+        assert OrdersSettings().amqp_urls == nodes
+
+    def test_one_url_is_one_node(self, env: pytest.MonkeyPatch) -> None:
+        assert OrdersSettings().amqp_urls == ["amqp://guest:guest@127.0.0.1:5672/"]
+
+    def test_an_entry_that_is_no_amqp_url_is_refused(self, env: pytest.MonkeyPatch) -> None:
+        env.setenv("ORDERS_AMQP_URL", "amqp://orders:s3cret@rabbit-0/,rabbit-1:5672")
+        with pytest.raises(ValidationError, match="amqp_url"):
+            OrdersSettings()
+
+    def test_production_refuses_guest_credentials_on_any_node(
+        self, env: pytest.MonkeyPatch
+    ) -> None:
+        for name, value in PRODUCTION_ENV.items():
+            env.setenv(name, value)
+        env.setenv("ORDERS_AMQP_URL", "amqp://orders:s3cret@rabbit-0/,amqp://guest:guest@rabbit-1/")
+        with pytest.raises(ValueError, match="guest:guest"):
+            OrdersSettings()

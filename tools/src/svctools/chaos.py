@@ -295,8 +295,12 @@ async def start_system(
     namespace: str,
     amqp_url: str,
     redis_url: str,
+    extra_env: Mapping[str, str] | None = None,
 ) -> System:
-    """Start `python -m svctools.launcher` on its own ports and namespace; wait until ready."""
+    """Start `python -m svctools.launcher` on its own ports and namespace; wait until ready.
+
+    ``extra_env`` is set last (service settings such as ``ORDERS_DB_POOL_SIZE``).
+    """
     ports = _pick_ports(instances)
     run_dir = REPO / ".run" / namespace
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -330,6 +334,7 @@ async def start_system(
             f"{payments}DB_MAX_OVERFLOW": "2",
         }
     )
+    env.update(extra_env or {})
     output = run_dir / "launcher.out"
     process = _spawn_launcher(env, output)
     system = System(namespace, run_dir, ports, instances, process, output, settings)

@@ -141,6 +141,13 @@ class Dependency:
     host: str
     port: int
     hint: str
+    # Further addresses of the same server (the other nodes of a broker cluster): one answering
+    # is enough, the clients fail over between them.
+    alternatives: tuple[tuple[str, int], ...] = ()
+
+    @property
+    def endpoints(self) -> tuple[tuple[str, int], ...]:
+        return ((self.host, self.port), *self.alternatives)
 
 
 @dataclass(frozen=True)
@@ -237,6 +244,11 @@ def _database_url(server_url: str, database: str) -> str:
     return urlunsplit(parts._replace(scheme=scheme, path=f"/{database}"))
 
 
+def redact_list(urls: str) -> str:
+    """A comma-separated list of URLs, each with its password masked."""
+    return ",".join(redact(url.strip()) for url in urls.split(","))
+
+
 def redact(url: str) -> str:
     """``url`` with its password masked, for messages."""
     parts = urlsplit(url)
@@ -281,6 +293,11 @@ def build_plan(env: Mapping[str, str]) -> SystemPlan:
     )
     redis_url = env.get("REDIS_URL", "").strip() or "redis://127.0.0.1:6379/0"
     amqp_url = env.get("AMQP_URL", "").strip() or "amqp://guest:guest@127.0.0.1:5672/"
+    broker_nodes = [
+        _endpoint(url.strip(), setting="AMQP_URL", default_port=5672)
+        for url in amqp_url.split(",")
+        if url.strip()
+    ] or [_endpoint("", setting="AMQP_URL", default_port=5672)]
     dependencies = (
         Dependency(
             "PostgreSQL",
@@ -302,9 +319,10 @@ def build_plan(env: Mapping[str, str]) -> SystemPlan:
             "RabbitMQ",
             "AMQP_URL",
             amqp_url,
-            *_endpoint(amqp_url, setting="AMQP_URL", default_port=5672),
+            *broker_nodes[0],
             hint="Start it (Debian: `service rabbitmq-server start`) or set AMQP_URL "
-            "to a running server",
+            "to a running server (or a comma-separated list of a cluster's nodes)",
+            alternatives=tuple(broker_nodes[1:]),
         ),
     )
 
@@ -1090,26 +1108,31 @@ async def check_dependencies(
 ) -> list[str]:
     """A message per dependency that does not accept a TCP connection."""
 
-    async def check(dependency: Dependency) -> str | None:
+    async def reach(host: str, port: int) -> str | None:
         try:
             _, writer = await asyncio.wait_for(
-                asyncio.open_connection(dependency.host, dependency.port), timeout=connect_within
+                asyncio.open_connection(host, port), timeout=connect_within
             )
         except (OSError, TimeoutError) as exc:
             if isinstance(exc, TimeoutError):
-                reason = f"no answer within {connect_within:g} s"
-            elif exc.errno:
-                reason = os.strerror(exc.errno).lower()
-            else:
-                reason = str(exc)
-            return (
-                f"{dependency.name} is not reachable at {dependency.host}:{dependency.port} "
-                f"({dependency.setting}={redact(dependency.url)}): {reason}. {dependency.hint}."
-            )
+                return f"no answer within {connect_within:g} s"
+            return os.strerror(exc.errno).lower() if exc.errno else str(exc)
         writer.close()
         with contextlib.suppress(OSError):
             await writer.wait_closed()
         return None
+
+    async def check(dependency: Dependency) -> str | None:
+        reasons = await asyncio.gather(*(reach(*where) for where in dependency.endpoints))
+        if any(reason is None for reason in reasons):
+            return None  # one node of a cluster answering is enough
+        where = ", ".join(f"{host}:{port}" for host, port in dependency.endpoints)
+        why = "; ".join(dict.fromkeys(str(reason) for reason in reasons))
+        return (
+            f"{dependency.name} is not reachable at {where} "
+            f"({dependency.setting}={redact_list(dependency.url)}): {why}. "
+            f"{dependency.hint}."
+        )
 
     results = await asyncio.gather(*(check(d) for d in dependencies))
     return [message for message in results if message is not None]

@@ -241,6 +241,46 @@ class RabbitCluster:
                     return sorted(name.strip(" []'\n") for name in out.split(",") if name.strip())
         return []
 
+    def live_node(self) -> RabbitNode:
+        """A node whose rabbit app answers (the first one found)."""
+        for node in self.nodes:
+            if node.running and _answers(node.amqp_port):
+                return node
+        raise RabbitNodeError("no node of the cluster is running")
+
+    def queues(self, prefix: str = "") -> list[tuple[str, str, int]]:
+        """(name, leader node, messages) of each queue whose name starts with ``prefix``.
+
+        A classic queue has no leader: its node is reported instead (``pid`` in 3.x). The
+        message count is ready plus unacknowledged, as a live node reports it.
+        """
+        out = self.live_node().ctl(
+            "list_queues", "name", "type", "leader", "pid", "messages", "--no-table-headers"
+        )
+        found = []
+        for line in out.splitlines():
+            fields = line.split("\t")
+            if len(fields) != 5 or not fields[0].startswith(prefix):
+                continue
+            name, kind, leader, pid, messages = (f.strip() for f in fields)
+            owner = leader if kind == "quorum" else _pid_node(pid)
+            found.append((name, owner, int(messages) if messages.isdigit() else 0))
+        return found
+
+    def busiest_leader(self, prefix: str = "") -> RabbitNode:
+        """The node that leads the most quorum queues whose names start with ``prefix``."""
+        leads = {node.nodename: 0 for node in self.nodes}
+        for _, leader, _ in self.queues(prefix):
+            if leader in leads:
+                leads[leader] += 1
+        busiest = max(leads, key=lambda name: leads[name])
+        return next(node for node in self.nodes if node.nodename == busiest)
+
+
+def _pid_node(pid: str) -> str:
+    # "<rabbit@host.1234.0>" names its node after the "<" and before the first dot group.
+    return pid.strip("<>").rsplit(".", 3)[0] if pid else ""
+
 
 @contextlib.contextmanager
 def rabbit_node(*, extra_config: str = "") -> Iterator[RabbitNode]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import inspect
 import time
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
@@ -35,4 +36,19 @@ async def wait_until(
             return value
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        await asyncio.sleep(interval)
+
+
+async def until(
+    check: Callable[[], T | Awaitable[T]], timeout: float = 15.0, interval: float = 0.1
+) -> T:
+    """``eventually`` for a test on the event loop: ``check`` may be a coroutine function, and
+    the loop keeps running (reconnects, consumers) while it waits."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if inspect.isawaitable(value):
+            value = await value
+        if value or time.monotonic() > deadline:
+            return value
         await asyncio.sleep(interval)
