@@ -219,7 +219,12 @@ class TestBuilds:
         dockerfile = (REPO_ROOT / "services" / directory / "Dockerfile").read_text()
 
         assert re.search(r"^FROM python:3\.11-slim\b", dockerfile, re.MULTILINE)
-        assert f"pip install -c requirements.txt ./shared ./services/{directory}" in dockerfile
+        assert re.search(
+            rf"^RUN \S*uv pip install --python /opt/venv/bin/python -c requirements.txt "
+            rf"./shared ./services/{directory}$",
+            dockerfile,
+            re.MULTILINE,
+        )
         assert re.search(r"^USER (?!root|0\b)\S+", dockerfile, re.MULTILINE)
         assert re.search(rf"^EXPOSE {port}$", dockerfile, re.MULTILINE)
         assert re.search(r"^HEALTHCHECK .*\n?.*/health/live", dockerfile, re.MULTILINE)
@@ -245,7 +250,9 @@ class TestBuilds:
         """pip cannot find servicekit or svctools on an index: a Dockerfile that installs a
         package of this workspace must copy and install the workspace packages it needs."""
         text = (REPO_ROOT / dockerfile).read_text()
-        (install,) = re.findall(r"^RUN pip install -c requirements.txt (.+)$", text, re.MULTILINE)
+        (install,) = re.findall(
+            r"^RUN .*pip install .*-c requirements.txt (.+)$", text, re.MULTILINE
+        )
         installed = install.split()
         copied = set(re.findall(r"^COPY (\./?\S+|\w\S*) ", text, re.MULTILINE))
         names = {}
