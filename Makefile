@@ -62,10 +62,10 @@ images:
 
 # Installs, starts and afterwards removes its own container engine (tests/containers/engine.sh).
 test-containers: $(STAMP)
-	@tests/containers/engine.sh up
-	@set -o pipefail; . .run/containers/env.sh \
+	@tests/containers/engine.sh up && . .run/containers/env.sh \
 		&& $(MAKE) --no-print-directory images \
-		&& $(BIN)/pytest -q -p no:servicekit -p no:cacheprovider tests/containers $(PYTEST_ARGS); \
+		&& SHOP_CONTAINER_TESTS=1 $(BIN)/pytest -q -p no:servicekit -p no:cacheprovider \
+			tests/containers $(PYTEST_ARGS); \
 		status=$$?; tests/containers/engine.sh down; exit $$status
 
 lint: $(STAMP)
