@@ -129,9 +129,9 @@ def test_killing_a_replica_under_load_loses_no_order(system: System) -> None:
 
 
 SLOW_CLIENT = """
-import socket, sys
-body = sys.argv[2].encode()
-sock = socket.create_connection(("127.0.0.1", int(sys.argv[1])))
+import socket, sys, time
+port, body = int(sys.argv[1]), sys.argv[2].encode()
+sock = socket.create_connection(("127.0.0.1", port))
 sock.sendall(
     b"POST /orders HTTP/1.1\\r\\nHost: orders\\r\\nContent-Type: application/json\\r\\n"
     + b"Authorization: Bearer " + sys.argv[3].encode() + b"\\r\\n"
@@ -141,6 +141,15 @@ sock.sendall(
 )
 print("sent", flush=True)
 sys.stdin.readline()
+# The server is draining once it refuses new connections; only then send the rest.
+deadline = time.monotonic() + 60
+while time.monotonic() < deadline:
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=1).close()
+    except OSError:
+        break
+    time.sleep(0.1)
+print("refused", flush=True)
 sock.sendall(body[10:])
 answer = b""
 while chunk := sock.recv(65536):
@@ -174,16 +183,9 @@ def test_stop_drains_a_replica_with_a_request_in_flight(system: System) -> None:
 
     stopper = threading.Thread(target=stop)
     stopper.start()
-    wait_for(
-        lambda: (
-            "Waiting for connections to close" in system.logs(target)
-            or "Shutting down" in system.logs(target)
-        ),
-        timeout=30,
-        what="the replica to begin its shutdown",
-    )
-    client.stdin.write("go\n")
+    client.stdin.write("stopping\n")
     client.stdin.flush()
+    assert client.stdout.readline().strip() == "refused"
     status_line = client.stdout.readline().strip()
     client.wait(timeout=60)
     stopper.join(timeout=grace + 60)
