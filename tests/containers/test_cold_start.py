@@ -43,12 +43,13 @@ def test_depends_on_conditions_held_on_the_cold_start(system: System) -> None:
     service_of: dict[str, str] = {}
     for line in events.splitlines():
         event = json.loads(line)
-        container = event["id"]
+        container = event["Actor"]["ID"]
+        action = event.get("Action") or event.get("status")
         service_of[container] = event["Actor"]["Attributes"]["com.docker.compose.service"]
         moment = event["timeNano"] / 1e9
-        if event["status"] == "start":
+        if action == "start":
             first_start.setdefault(container, moment)
-        elif event["status"] == "health_status: healthy":
+        elif action == "health_status: healthy":
             first_healthy.setdefault(container, moment)
 
     def started(service: str) -> list[float]:

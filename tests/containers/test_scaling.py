@@ -4,6 +4,7 @@ order and a stopped one drains. Runs on the system the session started with SCAL
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import threading
 import time
@@ -85,9 +86,15 @@ def test_gateway_spreads_requests_over_every_replica(system: System) -> None:
                 response = client.get(path, headers=headers)
                 assert response.status_code == 200, response.text
                 time.sleep(PACE)
-            counts = count_in_logs(system, replicas(system, service), f'"{prefix}-')
+            # Each request id appears in its replica's access log (and other lines of it).
+            seen = {
+                container[:12]: set(re.findall(rf"{prefix}-\d+", system.logs(container)))
+                for container in replicas(system, service)
+            }
+            counts = {container: len(ids) for container, ids in seen.items()}
             print(service, "requests per replica:", counts)
             assert sum(counts.values()) == sent, counts
+            assert set().union(*seen.values()) == {f"{prefix}-{i}" for i in range(sent)}
             assert all(count > 0 for count in counts.values()), counts
 
 
