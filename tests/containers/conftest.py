@@ -86,6 +86,9 @@ class System:
     mail: str
     started_at: float
     user: dict[str, str] = field(default_factory=dict)
+    # The engine's container events during the cold start, one JSON object a line (the engine
+    # keeps only its last 256 events, fewer than a cold start's healthchecks produce).
+    cold_start_events: str = ""
 
     def compose(self, *args: str, timeout: float = 300, check: bool = True) -> str:
         command = ["docker", "compose", "-p", self.project, "-f", "docker-compose.yml"]
@@ -169,8 +172,18 @@ def system() -> Iterator[System]:
     running.compose("build", "postgres", "redis", "rabbitmq", "gateway", timeout=1200)
     running.started_at = time.time()
     scale = [arg for name, count in SCALE.items() for arg in ("--scale", f"{name}={count}")]
+    watcher = subprocess.Popen(
+        ["docker", "events", "--format", "{{json .}}", "--filter", "type=container",
+         "--filter", f"label=com.docker.compose.project={project}"],
+        stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
     try:
-        running.compose("up", "-d", "--wait", *scale, *SERVICES, timeout=UP_TIMEOUT)
+        try:
+            running.compose("up", "-d", "--wait", *scale, *SERVICES, timeout=UP_TIMEOUT)
+        finally:
+            time.sleep(1)  # the last events on their way; a bound, not a wait for a condition
+            watcher.terminate()
+            running.cold_start_events = watcher.communicate(timeout=30)[0]
         running.user = register(running)
         yield running
     finally:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import time
 from collections import defaultdict
 
 from conftest import SCALE, SERVICES, System, docker
@@ -30,14 +29,7 @@ def test_every_container_runs_as_a_non_root_user(system: System) -> None:
 
 def test_depends_on_conditions_held_on_the_cold_start(system: System) -> None:
     config = json.loads(system.compose("config", "--format", "json"))
-    events = docker(
-        "events",
-        "--since", str(int(system.started_at) - 1),
-        "--until", str(int(time.time()) + 1),
-        "--filter", f"label=com.docker.compose.project={system.project}",
-        "--filter", "type=container",
-        "--format", "{{json .}}",
-    )  # fmt: skip
+    events = system.cold_start_events
     first_start: dict[str, float] = {}
     first_healthy: dict[str, float] = {}
     service_of: dict[str, str] = {}
