@@ -169,7 +169,10 @@ def system() -> Iterator[System]:
         started_at=time.time(),
     )
     # The stand-ins for registry images; the project's images are built by make images.
-    running.compose("build", "postgres", "redis", "rabbitmq", "gateway", timeout=1200)
+    # One at a time: the engine's BuildKit (Docker 20.10) can lose a shared context's
+    # snapshot when several targets of one Dockerfile build at once.
+    for service in ("postgres", "redis", "rabbitmq", "gateway"):
+        running.compose("build", service, timeout=1200)
     running.started_at = time.time()
     scale = [arg for name, count in SCALE.items() for arg in ("--scale", f"{name}={count}")]
     watcher = subprocess.Popen(
