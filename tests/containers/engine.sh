@@ -80,6 +80,7 @@ start_daemon() {
         return 0
     fi
     log "starting dockerd (data in $STATE/engine)"
+    remove_engine_data   # what an interrupted run may have left: always start empty
     mkdir -p "$STATE/engine"
     dockerd --data-root "$STATE/engine/data" --exec-root "$STATE/engine/exec" \
         --pidfile "$STATE/engine/dockerd.pid" >"$STATE/engine/dockerd.log" 2>&1 &
@@ -136,6 +137,14 @@ up() {
     docker compose version
 }
 
+remove_engine_data() {
+    [ -d "$STATE/engine" ] || return 0
+    grep -o " $STATE/engine/[^ ]*" /proc/mounts | sort -r | while read -r mount; do
+        umount -l "$mount" || true
+    done
+    rm -rf "$STATE/engine"
+}
+
 # Rules and chains dockerd adds and never removes on exit.
 remove_iptables_rules() {
     for table in filter nat; do
@@ -165,7 +174,7 @@ down() {
         for link in $(ip -o link show | sed -n 's/^[0-9]*: \(docker0\|br-[0-9a-f]\{12\}\)[:@].*/\1/p'); do
             ip link delete "$link" || true
         done
-        rm -rf "$STATE/engine"
+        remove_engine_data
         rm -f "$STATE/base-imported"
     elif docker info >/dev/null 2>&1; then
         log "removing the images it built from the running daemon"
