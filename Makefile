@@ -10,7 +10,7 @@ PYPROJECTS := $(wildcard */pyproject.toml services/*/pyproject.toml)
 TEST_DIRS := shared tools $(sort $(patsubst %/,%,$(dir $(wildcard services/*/pyproject.toml)))) .
 PYTEST_ARGS ?=
 
-.PHONY: venv test cluster-test fuzz chaos bench lint fmt run docs lock clean help
+.PHONY: venv test cluster-test fuzz chaos bench lint fmt run docs lock clean help images test-containers
 
 help:
 	@echo "make run    start the whole system (gateway :8080) in the foreground"
@@ -21,6 +21,9 @@ help:
 	@echo "make chaos  the whole system under load while processes, RabbitMQ and Redis fail"
 	@echo "            (CHAOS_ORDERS=1000; restarts the machine's RabbitMQ and Redis: not in make test)"
 	@echo "make bench  measure the performance goals side by side, one table (~10 min; not in make test)"
+	@echo "make images           build every image the project owns (docker compose build + the SMTP sink)"
+	@echo "make test-containers  the whole system from those images under docker compose: scale, kill, drain"
+	@echo "                      (installs and afterwards removes its own engine; not in make test)"
 	@echo "make lint   ruff check, ruff format --check, mypy --strict on the shared library"
 	@echo "make fmt    format and auto-fix"
 	@echo "make docs   regenerate docs/asyncapi.json from the event schemas and bindings"
@@ -55,6 +58,22 @@ fuzz: $(STAMP)
 # Kills and restarts processes and the local RabbitMQ and Redis: a manual run, never in make test.
 chaos: $(STAMP)
 	$(BIN)/python -m svctools.chaos
+
+# The images docker-compose.yml builds, plus the SMTP sink (tools/Dockerfile, target smtp-sink).
+images:
+	docker compose build
+	docker build -q -f tools/Dockerfile --target smtp-sink -t smtp-sink:dev . >/dev/null
+	@docker image ls --format '{{.Repository}}:{{.Tag}}\t{{.Size}}' \
+		| grep -E '^(auth-service|users-service|orders-service|payments-gateway|notifications-service|provider-simulator|smtp-sink):dev' \
+		| sort
+
+# Installs, starts and afterwards removes its own container engine (tests/containers/engine.sh).
+test-containers: $(STAMP)
+	@tests/containers/engine.sh up && . .run/containers/env.sh \
+		&& $(MAKE) --no-print-directory images \
+		&& SHOP_CONTAINER_TESTS=1 $(BIN)/pytest -q -p no:servicekit -p no:cacheprovider \
+			tests/containers $(PYTEST_ARGS); \
+		status=$$?; tests/containers/engine.sh down; exit $$status
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
