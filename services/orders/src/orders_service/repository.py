@@ -158,6 +158,7 @@ class OrderRepository:
             _ORDER_CREATED_OF.in_([str(order_id) for order_id in order_ids]),
         )
         return {uuid.UUID(row[0]): row[1] for row in await self.session.execute(stmt)}
+
     async def lock_user(self, user_id: uuid.UUID, *, exclusive: bool) -> None:
         """Serialise with the transactions placing orders for, or deleting, the user."""
         statement = _LOCK_USER if exclusive else _LOCK_USER_SHARED
