@@ -86,11 +86,18 @@ class System:
     mail: str
     started_at: float
     user: dict[str, str] = field(default_factory=dict)
-    # The engine's container events during the cold start, one JSON object a line (the engine
-    # keeps only its last 256 events, fewer than a cold start's healthchecks produce).
-    cold_start_events: str = ""
+    # What `docker compose up` reported while it brought the project up from cold: one
+    # "Container <name>  <Starting|Started|Waiting|Healthy|...>" line per step, in order.
+    cold_start_progress: str = ""
 
     def compose(self, *args: str, timeout: float = 300, check: bool = True) -> str:
+        return self._compose(*args, timeout=timeout, check=check).stdout
+
+    def compose_progress(self, *args: str, timeout: float = 300) -> str:
+        """Run a compose command that must succeed; return its progress report (stderr)."""
+        return self._compose(*args, timeout=timeout, check=True).stderr
+
+    def _compose(self, *args: str, timeout: float, check: bool) -> subprocess.CompletedProcess[str]:
         command = ["docker", "compose", "-p", self.project, "-f", "docker-compose.yml"]
         command += ["-f", str(OVERRIDE.relative_to(REPO_ROOT)), *args]
         result = subprocess.run(
@@ -104,7 +111,7 @@ class System:
         )
         if check and result.returncode != 0:
             raise AssertionError(f"{' '.join(command)} failed:\n{result.stderr[-3000:]}")
-        return result.stdout
+        return result
 
     def containers(self, service: str | None = None) -> list[str]:
         args = ["ps", "-q"] + ([service] if service else [])
@@ -175,18 +182,11 @@ def system() -> Iterator[System]:
         running.compose("build", service, timeout=1200)
     running.started_at = time.time()
     scale = [arg for name, count in SCALE.items() for arg in ("--scale", f"{name}={count}")]
-    watcher = subprocess.Popen(
-        ["docker", "events", "--format", "{{json .}}", "--filter", "type=container",
-         "--filter", f"label=com.docker.compose.project={project}"],
-        stdout=subprocess.PIPE, text=True,
-    )  # fmt: skip
     try:
-        try:
-            running.compose("up", "-d", "--wait", *scale, *SERVICES, timeout=UP_TIMEOUT)
-        finally:
-            time.sleep(1)  # the last events on their way; a bound, not a wait for a condition
-            watcher.terminate()
-            running.cold_start_events = watcher.communicate(timeout=30)[0]
+        # Without a terminal compose reports each step as a plain line, in the order it took.
+        running.cold_start_progress = running.compose_progress(
+            "up", "-d", "--wait", *scale, *SERVICES, timeout=UP_TIMEOUT
+        )
         running.user = register(running)
         yield running
     finally:

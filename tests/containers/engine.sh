@@ -18,7 +18,14 @@ cd "$(dirname "$0")/../.."
 STATE=${ENGINE_STATE:-$PWD/.run/containers}
 SUITE=${DEBIAN_SUITE:-bookworm}
 NEXT_SUITE=${DEBIAN_NEXT_SUITE:-trixie}
-MIRROR=${DEBIAN_MIRROR:-http://deb.debian.org/debian}
+# The Debian mirror this machine's apt already uses (its first main-archive source).
+host_mirror() {
+    { grep -hE '^URIs:' /etc/apt/sources.list.d/*.sources 2>/dev/null | awk '{print $2}'
+      grep -hE '^deb ' /etc/apt/sources.list /etc/apt/sources.list.d/*.list 2>/dev/null \
+        | awk '{print $2}'; } | grep -E '/debian/?$' | head -n 1
+}
+MIRROR=${DEBIAN_MIRROR:-$(host_mirror)}
+[ -n "$MIRROR" ] || { echo "engine: no Debian mirror in apt's sources; set DEBIAN_MIRROR" >&2; exit 1; }
 EXTRA_CA_DIR=${ENGINE_EXTRA_CA_DIR:-/usr/local/share/ca-certificates}
 BASE_TAGS=(python:3.11-slim shop-test/debian:bookworm)
 # Every image the test builds, so that `down` can remove them from a daemon it did not start.

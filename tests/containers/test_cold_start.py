@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from collections import defaultdict
 
 from conftest import SCALE, SERVICES, System, docker
@@ -29,35 +30,32 @@ def test_every_container_runs_as_a_non_root_user(system: System) -> None:
 
 def test_depends_on_conditions_held_on_the_cold_start(system: System) -> None:
     config = json.loads(system.compose("config", "--format", "json"))
-    events = system.cold_start_events
-    first_start: dict[str, float] = {}
-    first_healthy: dict[str, float] = {}
-    service_of: dict[str, str] = {}
-    for line in events.splitlines():
-        event = json.loads(line)
-        container = event["Actor"]["ID"]
-        action = event.get("Action") or event.get("status")
-        service_of[container] = event["Actor"]["Attributes"]["com.docker.compose.service"]
-        moment = event["timeNano"] / 1e9
-        if action == "start":
-            first_start.setdefault(container, moment)
-        elif action == "health_status: healthy":
-            first_healthy.setdefault(container, moment)
-
-    def started(service: str) -> list[float]:
-        return [t for c, t in first_start.items() if service_of[c] == service]
-
-    def healthy(service: str) -> list[float]:
-        return [t for c, t in first_healthy.items() if service_of[c] == service]
+    # Compose's own report of the cold start, in order: " Container <project>-<service>-<n>
+    # Starting", "... Healthy" (a dependency it waited for), "... Started".
+    step = re.compile(rf"Container {re.escape(system.project)}-(.+)-(\d+)\s+(\w+)")
+    first: dict[tuple[str, str], int] = {}  # (container, step) -> line of its first report
+    containers: dict[str, set[str]] = defaultdict(set)
+    for number, line in enumerate(system.cold_start_progress.splitlines()):
+        match = step.search(line)
+        if match is None:
+            continue
+        service, index, action = match.groups()
+        container = f"{service}-{index}"
+        containers[service].add(container)
+        first.setdefault((container, action), number)
 
     checked = 0
     for service in SERVICES:
         for dependency, rule in (config["services"][service].get("depends_on") or {}).items():
             assert rule["condition"] == "service_healthy", (service, dependency)
-            assert started(service), service
-            assert healthy(dependency), dependency
-            assert min(started(service)) >= max(healthy(dependency)), (
-                f"{service} started before {dependency} was healthy"
-            )
+            assert containers[service], f"no container of {service} reported"
+            assert containers[dependency], f"no container of {dependency} reported"
+            for dependent in containers[service]:
+                starting = first.get((dependent, "Starting"))
+                assert starting is not None, f"no start of {dependent} reported"
+                for needed in containers[dependency]:
+                    healthy = first.get((needed, "Healthy"))
+                    assert healthy is not None, f"{needed} never reported healthy"
+                    assert healthy < starting, f"{dependent} started before {needed} was healthy"
             checked += 1
-    assert checked >= 20
+    assert checked >= 20, system.cold_start_progress[-3000:]
