@@ -72,6 +72,10 @@ _MAX_DEPTH = 8
 _SECRET_IN_TEXT = re.compile(
     r"""
     (?P<input>input_value=)[^\n]*(?=,\ input_type=)          # pydantic: the input it refused
+    | (?P<argument>query\ argument\ \$\d+:\ )                  # asyncpg: a parameter it refused
+      (?:"(?:[^"\\\n]|\\.)*"|'(?:[^'\\\n]|\\.)*'|[^\s(]+)
+    | (?P<row>Failing\ row\ contains\ )\([^\n]*\)                # PostgreSQL: a refused row
+    | (?P<pgkey>Key\ \([^)\n]*\)=)\([^\n]*?\)(?=\ (?:already|is)\b)   # PostgreSQL: a key's value
     | (?P<scheme>\b(?:bearer|basic|digest)\ +)[A-Za-z0-9._~+/=-]+   # Authorization credentials
     | eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]*        # a JWT anywhere
     | (?P<userinfo>://[^:/@\s]*:)[^@\s/]+(?=@)                     # scheme://user:password@
@@ -95,6 +99,9 @@ _SECRET_HINTS = (
     "cvv",
     "card",
     "input_value",
+    "query argument",
+    "failing row",
+    "key (",
     "bearer",
     "basic",
     "digest",
@@ -120,6 +127,7 @@ def is_secret_key(key: str) -> bool:
 
 def _hide(match: re.Match[str]) -> str:
     prefix = match.group("input") or match.group("scheme") or match.group("userinfo")
+    prefix = prefix or match.group("argument") or match.group("row") or match.group("pgkey")
     prefix = prefix or match.group("key") or ""
     return prefix + REDACTED
 

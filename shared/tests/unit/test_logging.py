@@ -338,6 +338,14 @@ class TestSecretsInText:
             ('{"refresh_token": "r-123", "x": 1}', "r-123"),
             ("client_secret=abc&grant_type=password", "abc"),
             ("new_password = hunter22", "hunter22"),
+            # Database drivers quote the values they refused or that collided.
+            (
+                "invalid input for query argument $1: 'long pass phrase' ('str' object cannot be"
+                " interpreted as an integer)",
+                "long pass phrase",
+            ),
+            ("DETAIL:  Failing row contains (7, a@b.c, $argon2id$v=19$abc).", "$argon2id$"),
+            ("DETAIL:  Key (email)=(ada@example.com) already exists.", "ada@example.com"),
         ],
     )
     def test_the_secret_is_replaced(self, text: str, secret: str) -> None:
