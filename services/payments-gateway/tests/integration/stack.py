@@ -18,9 +18,12 @@ from typing import Any
 import httpx
 import uvicorn
 from fastapi import FastAPI
+from sqlalchemy import func, select
 
 from payments_gateway.config import Settings
+from payments_gateway.models import inbox
 from servicekit.bus import EventBus
+from servicekit.db import create_engine
 from servicekit.events import (
     EventData,
     EventEnvelope,
@@ -166,6 +169,33 @@ class Stack:
         assert response.status_code == 200, response.text
         items: list[dict[str, Any]] = response.json()["items"]
         return items
+
+    async def received(self, *envelopes: EventEnvelope) -> bool:
+        """Whether the service applied every one of ``envelopes`` (its inbox holds their ids)."""
+        engine = create_engine(self.settings.database_url, pool_size=1, max_overflow=0)
+        ids = {envelope.id for envelope in envelopes}
+        try:
+            async with engine.connect() as conn:
+                count = await conn.scalar(
+                    select(func.count()).select_from(inbox).where(inbox.c.message_id.in_(ids))
+                )
+        finally:
+            await engine.dispose()
+        return count == len(ids)
+
+    async def one_outcome(self, order: OrderCreated, event_type: str) -> None:
+        """One payment, one provider call, and whatever was announced is that one outcome.
+
+        A repeated announcement of the order publishes its outcome again (the first may never
+        have reached the order); the order applies a payment once.
+        """
+        [payment] = await self.payments_of(order)
+        assert len(await self.ledger(order.order_id)) == 1
+        announced = await self.published(event_type, order.order_id)
+        assert announced, f"no {event_type} for {order.order_id}"
+        assert {(a.payment_id, a.provider_reference) for a in announced} == {
+            (uuid.UUID(payment["id"]), payment["provider_reference"])
+        }, announced
 
     async def payment_of(self, order: OrderCreated) -> dict[str, Any]:
         """The order's one payment."""

@@ -55,7 +55,11 @@ class TestWebhookRacingARefund:
     async def test_a_refund_requested_while_the_webhook_settles_refunds_once(
         self, start_stack: StackFactory
     ) -> None:
-        async with start_stack(webhooks=False, provider_defer_seconds=0.2) as stack:
+        # The provider settles its pending charges at once (pending_delay=0): the webhook the
+        # test delivers says what the provider's own records say, so the refund is accepted.
+        async with start_stack(
+            webhooks=False, pending_delay=0.0, provider_defer_seconds=0.2
+        ) as stack:
             for _ in range(ROUNDS // 2):
                 order, payment = await pending_payment(stack)
                 response, _ = await asyncio.gather(
