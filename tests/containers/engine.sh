@@ -13,16 +13,19 @@
 # trusts the host's own added CAs (ENGINE_EXTRA_CA_DIR, by default update-ca-certificates'
 # directory). Only this test-only base image holds them; the Dockerfiles never copy them.
 set -euo pipefail
+trap 'echo "engine: failed at line $LINENO: $BASH_COMMAND" >&2' ERR
 
 cd "$(dirname "$0")/../.."
 STATE=${ENGINE_STATE:-$PWD/.run/containers}
 SUITE=${DEBIAN_SUITE:-bookworm}
 NEXT_SUITE=${DEBIAN_NEXT_SUITE:-trixie}
 # The Debian mirror this machine's apt already uses (its first main-archive source).
+# Either file set may be missing: under pipefail a failed grep would fail the assignment below
+# (and with it the script, silently), so the lookup itself never fails; an empty answer does.
 host_mirror() {
     { grep -hE '^URIs:' /etc/apt/sources.list.d/*.sources 2>/dev/null | awk '{print $2}'
       grep -hE '^deb ' /etc/apt/sources.list /etc/apt/sources.list.d/*.list 2>/dev/null \
-        | awk '{print $2}'; } | grep -E '/debian/?$' | head -n 1
+        | awk '{print $2}'; } | grep -E '/debian/?$' | head -n 1 || true
 }
 MIRROR=${DEBIAN_MIRROR:-$(host_mirror)}
 [ -n "$MIRROR" ] || { echo "engine: no Debian mirror in apt's sources; set DEBIAN_MIRROR" >&2; exit 1; }
