@@ -26,7 +26,7 @@ from sqlalchemy import Table
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
-from starlette.types import ASGIApp, Scope
+from starlette.types import Receive, Scope, Send
 from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_delay, wait_exponential
 
 from servicekit import tracecontext
@@ -141,7 +141,7 @@ class ServiceRuntime:
             max_overflow=s.db_max_overflow,
             application_name=s.service_name,
         )
-        tracecontext.instrument_engine(self.engine)
+        tracecontext.instrument_asyncpg()
         tracecontext.instrument_redis()
         self.sessions = session_factory(self.engine)
         self.denylist = Denylist(self.engine)
@@ -402,20 +402,22 @@ def freeze_heap(*, gen0_threshold: int) -> bool:
 
 
 class ServiceApp(FastAPI):
-    """FastAPI with a server span around everything, the 500 handler included.
+    """FastAPI whose outermost layer keeps uvicorn from logging a 500 the handler has logged.
 
-    Outside it, ``LogUnhandledOnce`` keeps uvicorn from logging a 500 the handler has logged.
+    ``LogUnhandledOnce`` wraps the app itself, outside every middleware, the server spans of
+    OpenTelemetry's FastAPI instrumentation included (``tracecontext.instrument_app``).
 
-    FastAPI's own telemetry stays off: it would add a second set of spans (and per-request
-    metric and log-provider lookups) to every request.
+    FastAPI's own telemetry stays off: the instrumentation's spans are the ones operators know,
+    and both would add a second set of spans (and per-request metric lookups) to every request.
     """
 
     def __init__(self, **kwargs: Any) -> None:
         kwargs.setdefault("telemetry", {"tracing": False, "metrics": False, "logs": False})
         super().__init__(**kwargs)
+        self._log_once = LogUnhandledOnce(super().__call__)
 
-    def build_middleware_stack(self) -> ASGIApp:
-        return LogUnhandledOnce(tracecontext.ServerSpanMiddleware(super().build_middleware_stack()))
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await self._log_once(scope, receive, send)
 
 
 def create_service_app(
@@ -455,6 +457,7 @@ def create_service_app(
         openapi_url=f"{prefix}/openapi.json",
         redoc_url=None,
     )
+    tracecontext.instrument_app(app)
     install_docs(app, prefix=prefix)  # before the routers: `<prefix>/{id}` would match `docs`
     app.state.runtime = runtime
     install_error_handlers(app)

@@ -1,13 +1,22 @@
 """OpenTelemetry tracing across HTTP, SQL, Redis, the provider call, the outbox and AMQP.
 
-``configure_tracing`` installs the SDK once per process. Spans are always created (so the W3C
-``traceparent`` always travels and log lines carry a trace id); they are exported over OTLP only
-when ``OTEL_EXPORTER_OTLP_ENDPOINT`` (or ``OTEL_EXPORTER_OTLP_TRACES_ENDPOINT``) is set. While no
-span processor is installed (no exporter, no test listening) spans are not recorded: recording
-attributes and events nobody reads cost a good part of every request. For the same reason the
-SQL and Redis instrumentations are installed only once something listens (``when_listened``),
-and HTTP server spans come from ``ServerSpanMiddleware``, which does no attribute work for a
-span that is not recorded.
+``configure_tracing`` installs the SDK once per process and reads the standard variables:
+``OTEL_TRACES_EXPORTER`` (``otlp``, ``console``, ``none``; ``otlp`` by default once
+``OTEL_EXPORTER_OTLP_ENDPOINT`` or ``OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`` is set, else ``none``),
+``OTEL_TRACES_SAMPLER`` / ``OTEL_TRACES_SAMPLER_ARG``, the exporter's own ``OTEL_EXPORTER_OTLP_*``
+and ``OTEL_PYTHON_FASTAPI_EXCLUDED_URLS`` / ``OTEL_PYTHON_EXCLUDED_URLS`` (health checks and
+scrapes by default). Spans are always created, so the W3C ``traceparent`` always travels and log
+lines carry a trace id; while no span processor is installed (no exporter, no test listening)
+they are not recorded, because recording attributes nobody reads costs a good part of every
+request. For the same reason the SQL and Redis instrumentations are installed only once
+something listens (``when_listened``).
+
+The spans come from OpenTelemetry's maintained instrumentations: FastAPI (server), asyncpg
+(SQL), redis-py, httpx (client). Only the messaging pair is our own, because no library does it:
+the outbox stores the ``traceparent`` of the transaction that wrote the event, and the relay
+publishes under a producer span that continues it, hours later if the broker was down.
+(``opentelemetry-instrumentation-aio-pika`` would start a fresh trace at the publish, and its
+declared range stops below aio-pika 10.)
 
 The outbox stores the ``traceparent`` of the transaction that wrote the event; the relay
 publishes under a producer span that is its child, and a consumer processes the message under a
@@ -26,26 +35,29 @@ from opentelemetry import context as otel_context
 from opentelemetry import propagate, trace
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
-from opentelemetry.sdk.trace.export import BatchSpanProcessor
-from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ALWAYS_ON, Sampler, SamplingResult
-from opentelemetry.trace import Link, Span, SpanKind, StatusCode
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter, SpanExporter
+from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, Sampler, SamplingResult
+from opentelemetry.trace import Link, Span, SpanKind
 from opentelemetry.trace.span import TraceState
 from opentelemetry.util.types import Attributes
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 TRACER_NAME = "servicekit"
 _instrumented_redis = False
+_instrumented_asyncpg = False
+# The URL attributes of server spans, old and new semantic conventions; the query is dropped.
+_URL_ATTRIBUTES = ("http.url", "url.full", "http.target")
 _until_listened: list[Callable[[], None]] = []
 
 
 class _RecordWhenListened(Sampler):
-    """Record (and sample) spans once a span processor is installed; until then drop them.
+    """The configured sampler once a span processor is installed; until then drop every span.
 
     A dropped span still has a valid context: trace ids are generated, propagated in
     ``traceparent`` and put in log lines, exactly as before; only the recording is skipped.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, configured: Sampler) -> None:
+        self.configured = configured
         self.listened = False
 
     def should_sample(
@@ -58,21 +70,22 @@ class _RecordWhenListened(Sampler):
         links: Sequence[Link] | None = None,
         trace_state: TraceState | None = None,
     ) -> SamplingResult:
-        decide = ALWAYS_ON if self.listened else ALWAYS_OFF
+        decide = self.configured if self.listened else ALWAYS_OFF
         return decide.should_sample(
             parent_context, trace_id, name, kind, attributes, links, trace_state
         )
 
     def get_description(self) -> str:
-        return "RecordWhenListened"
+        return f"RecordWhenListened({self.configured.get_description()})"
 
 
 class _ListenedTracerProvider(TracerProvider):
     """The SDK provider, telling its sampler when the first span processor arrives."""
 
     def __init__(self, *, resource: Resource) -> None:
-        self._listening = _RecordWhenListened()
-        super().__init__(resource=resource, sampler=self._listening)
+        super().__init__(resource=resource)  # the sampler OTEL_TRACES_SAMPLER names
+        self._listening = _RecordWhenListened(self.sampler)
+        self.sampler = self._listening
 
     @property
     def listened(self) -> bool:
@@ -111,107 +124,77 @@ def configure_tracing(service: str) -> None:
     if isinstance(trace.get_tracer_provider(), TracerProvider):
         return
     provider = _ListenedTracerProvider(resource=Resource.create({"service.name": service}))
-    if os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT") or os.environ.get(
-        "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"
-    ):
-        from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
-
-        provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
+    for exporter in _exporters():
+        provider.add_span_processor(BatchSpanProcessor(exporter))
     trace.set_tracer_provider(provider)
 
 
-class ServerSpanMiddleware:
-    """A SERVER span around every HTTP request but health checks and scrapes (pure ASGI).
+def _exporters() -> list[SpanExporter]:
+    endpoint = os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT") or os.environ.get(
+        "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"
+    )
+    names = os.environ.get("OTEL_TRACES_EXPORTER") or ("otlp" if endpoint else "none")
+    exporters: list[SpanExporter] = []
+    for name in (part.strip() for part in names.split(",")):
+        if name == "otlp":
+            from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 
-    It continues the caller's W3C trace context and is current while the request runs, so log
-    lines carry its trace id and the outbox stores its ``traceparent``. Named and attributed like
-    the OpenTelemetry HTTP conventions (``GET /orders/{order_id}``, ``http.route``,
-    ``http.response.status_code``, ``url.full``) — but only when the span is recorded.
+            exporters.append(OTLPSpanExporter())
+        elif name == "console":
+            exporters.append(ConsoleSpanExporter())
+        elif name not in ("none", ""):
+            raise ValueError(f"OTEL_TRACES_EXPORTER: unsupported exporter {name!r}")
+    return exporters
+
+
+def instrument_app(app: Any) -> None:
+    """SERVER spans for every request of a FastAPI app (OpenTelemetry's FastAPI instrumentation).
+
+    Named and attributed by the HTTP conventions (``GET /orders/{order_id}``, ``http.route``);
+    the URL attributes keep the path but not the query string, which can carry what a client
+    searched for. Health checks and scrapes are not traced unless the standard variables say
+    otherwise.
+    """
+    from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
+
+    configured = os.environ.get("OTEL_PYTHON_FASTAPI_EXCLUDED_URLS") or os.environ.get(
+        "OTEL_PYTHON_EXCLUDED_URLS"
+    )
+    FastAPIInstrumentor.instrument_app(
+        app,
+        excluded_urls=None if configured else "/health,/metrics",
+        server_request_hook=_without_query,
+        exclude_spans=["receive", "send"],
+    )
+
+
+def _without_query(span: Span, scope: dict[str, Any]) -> None:
+    if not span.is_recording() or not scope.get("query_string"):
+        return
+    attributes = getattr(span, "attributes", None) or {}
+    for name in _URL_ATTRIBUTES:
+        value = attributes.get(name)
+        if isinstance(value, str):
+            span.set_attribute(name, value.split("?", 1)[0])
+    if "url.query" in attributes:
+        span.set_attribute("url.query", "")
+
+
+def instrument_asyncpg() -> None:
+    """Spans for every SQL statement (process-wide, once, from when spans are recorded).
+
+    asyncpg's own instrumentation: SQLAlchemy's declares support below 2.1 only. A span carries
+    the statement as sent, with ``$1`` placeholders; parameters are not captured.
     """
 
-    def __init__(
-        self, app: ASGIApp, *, skip_prefixes: Sequence[str] = ("/health", "/metrics")
-    ) -> None:
-        self.app = app
-        self.skip = tuple(skip_prefixes)
-        self.fields = {name.encode() for name in propagate.get_global_textmap().fields}
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["path"].startswith(self.skip):
-            await self.app(scope, receive, send)
-            return
-        carrier = {
-            name.decode("latin-1"): value.decode("latin-1")
-            for name, value in scope["headers"]
-            if name in self.fields
-        }
-        parent = propagate.extract(carrier) if carrier else None
-        method: str = scope["method"]
-        span = tracer().start_span(method, context=parent, kind=SpanKind.SERVER)
-        token = otel_context.attach(trace.set_span_in_context(span, parent))
-        if not span.is_recording():
-            try:
-                await self.app(scope, receive, send)
-            finally:
-                otel_context.detach(token)
-                span.end()
-            return
-
-        status: int | None = None
-
-        async def send_with_status(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-            await send(message)
-
-        try:
-            await self.app(scope, receive, send_with_status)
-        except BaseException as exc:
-            span.record_exception(exc)
-            status = status or 500
-            raise
-        finally:
-            otel_context.detach(token)
-            _describe_server_span(span, scope, status)
-            span.end()
-
-
-def _describe_server_span(span: Span, scope: Scope, status: int | None) -> None:
-    route = getattr(scope.get("route"), "path", None)
-    method: str = scope["method"]
-    host = next((v.decode("latin-1") for k, v in scope["headers"] if k == b"host"), None)
-    query = scope.get("query_string", b"").decode("latin-1")
-    url = f"{scope.get('scheme', 'http')}://{host or 'unknown'}{scope.get('root_path', '')}"
-    url += scope["path"] + (f"?{query}" if query else "")
-    attributes: dict[str, Any] = {
-        "http.request.method": method,
-        "url.path": scope["path"],
-        "url.scheme": scope.get("scheme", "http"),
-        "url.full": url,
-    }
-    if route:
-        attributes["http.route"] = route
-        span.update_name(f"{method} {route}")
-    if status is not None:
-        attributes["http.response.status_code"] = status
-    span.set_attributes(attributes)
-    if status is None or status >= 500:
-        span.set_status(StatusCode.ERROR)
-
-
-def instrument_engine(engine: Any) -> None:
-    """Spans for every SQL statement of an AsyncEngine (from when spans are recorded)."""
-    engine_ref = weakref.ref(engine)
-
     def install() -> None:
-        from opentelemetry.instrumentation.sqlalchemy import SQLAlchemyInstrumentor
+        global _instrumented_asyncpg
+        if _instrumented_asyncpg:
+            return
+        from opentelemetry.instrumentation.asyncpg import AsyncPGInstrumentor
 
-        live = engine_ref()
-        if live is not None:
-            # The instrumentation's declared range stops below SQLAlchemy 2.1; its engine events
-            # work unchanged there, so the dependency check is skipped rather than losing spans.
-            SQLAlchemyInstrumentor().instrument(engine=live.sync_engine, skip_dep_check=True)
+        AsyncPGInstrumentor(capture_parameters=False).instrument()  # type: ignore[no-untyped-call]
+        _instrumented_asyncpg = True
 
     when_listened(install)
 

@@ -1,4 +1,4 @@
-"""HTTP server spans: one per request, continuing the caller's trace, named by route."""
+"""HTTP server spans (OpenTelemetry's FastAPI instrumentation, as every service installs it)."""
 
 from __future__ import annotations
 
@@ -7,8 +7,9 @@ from collections.abc import Iterator
 import httpx
 import pytest
 from opentelemetry import trace
+from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export import ConsoleSpanExporter, SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind, StatusCode
 
@@ -32,6 +33,7 @@ def exporter() -> Iterator[InMemorySpanExporter]:
 
 def make_app() -> ServiceApp:
     app = ServiceApp()
+    tracecontext.instrument_app(app)
 
     @app.get("/orders/{order_id}")
     async def read(order_id: str) -> dict[str, str | None]:
@@ -74,8 +76,11 @@ async def test_the_span_continues_the_callers_trace_and_is_named_by_route(
     assert format(span.parent.span_id, "016x") == PARENT_SPAN
     attributes = dict(span.attributes or {})
     assert attributes["http.route"] == "/orders/{order_id}"
-    assert attributes["http.response.status_code"] == 200
-    assert attributes["url.full"] == "http://svc.test/orders/o-1?expand=items"
+    # The default (old) HTTP conventions; OTEL_SEMCONV_STABILITY_OPT_IN=http gives the new names.
+    assert attributes.get("http.status_code", attributes.get("http.response.status_code")) == 200
+    assert attributes.get("http.url", attributes.get("url.full")) == "http://svc.test/orders/o-1"
+    # The query string can hold what a client searched for: no attribute keeps it.
+    assert not [k for k, v in attributes.items() if "expand" in str(v)], attributes
     assert span.status.status_code is not StatusCode.ERROR
 
 
@@ -105,3 +110,48 @@ async def test_health_checks_make_no_spans(exporter: InMemorySpanExporter) -> No
     exporter.clear()
     assert (await get("/health/live")).status_code == 200
     assert server_spans(exporter) == []
+
+
+class TestTheStandardVariables:
+    def test_no_endpoint_exports_nothing(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        for name in ("OTEL_TRACES_EXPORTER", "OTEL_EXPORTER_OTLP_ENDPOINT"):
+            monkeypatch.delenv(name, raising=False)
+        monkeypatch.delenv("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", raising=False)
+        assert tracecontext._exporters() == []
+
+    def test_an_endpoint_exports_over_otlp_unless_told_none(
+        self, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+
+        monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:4318")
+        monkeypatch.delenv("OTEL_TRACES_EXPORTER", raising=False)
+        [exporter] = tracecontext._exporters()
+        assert isinstance(exporter, OTLPSpanExporter)
+        monkeypatch.setenv("OTEL_TRACES_EXPORTER", "none")
+        assert tracecontext._exporters() == []
+
+    def test_console_and_unknown_exporters(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        monkeypatch.setenv("OTEL_TRACES_EXPORTER", "console")
+        [exporter] = tracecontext._exporters()
+        assert isinstance(exporter, ConsoleSpanExporter)
+        monkeypatch.setenv("OTEL_TRACES_EXPORTER", "zipkin_typo")
+        with pytest.raises(ValueError, match="zipkin_typo"):
+            tracecontext._exporters()
+
+    def test_the_configured_sampler_decides_once_spans_are_listened_to(
+        self, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        monkeypatch.setenv("OTEL_TRACES_SAMPLER", "always_off")
+        provider = tracecontext._ListenedTracerProvider(resource=Resource.create({}))
+        provider.add_span_processor(SimpleSpanProcessor(InMemorySpanExporter()))
+        with provider.get_tracer("t").start_as_current_span("s") as span:
+            assert not span.is_recording()  # always_off, though a processor listens
+            assert span.get_span_context().is_valid  # the trace id still travels
+        monkeypatch.setenv("OTEL_TRACES_SAMPLER", "always_on")
+        provider = tracecontext._ListenedTracerProvider(resource=Resource.create({}))
+        with provider.get_tracer("t").start_as_current_span("s") as span:
+            assert not span.is_recording()  # nothing listens yet: dropped
+        provider.add_span_processor(SimpleSpanProcessor(InMemorySpanExporter()))
+        with provider.get_tracer("t").start_as_current_span("s") as span:
+            assert span.is_recording()
