@@ -6,7 +6,7 @@ import json
 import re
 from collections import defaultdict
 
-from conftest import SCALE, SERVICES, System, docker
+from support import SCALE, SERVICES, System, docker
 
 
 def test_every_container_is_healthy_and_scaled(system: System) -> None:

@@ -10,7 +10,9 @@ from pathlib import Path
 
 import httpx
 import pytest
-from conftest import REPO_ROOT, System, wait_for
+from support import REPO_ROOT, System
+
+from servicekit.testing.waiting import wait_until_sync
 
 ORDER = {
     "items": [{"sku": "CONTAINER-1", "quantity": 2, "unit_price": "10.50"}],
@@ -55,7 +57,7 @@ def test_order_saga_confirms_charges_once_and_mails(system: System) -> None:
             got = client.get(f"/orders/{order['id']}", headers=system.auth_headers())
             return got.status_code == 200 and got.json()["status"] == "confirmed"
 
-        wait_for(confirmed, timeout=60, what="the order to be confirmed")
+        wait_until_sync(confirmed, timeout=60, what="the order to be confirmed")
     assert len(system.charges_for(order["id"])) == 1
 
     def mailed() -> list[dict[str, object]]:
@@ -67,4 +69,4 @@ def test_order_saga_confirms_charges_once_and_mails(system: System) -> None:
             and order["id"].replace("-", "")[:8].upper() in str(message["subject"])
         ]
 
-    wait_for(mailed, timeout=60, what="the confirmation email")
+    wait_until_sync(mailed, timeout=60, what="the confirmation email")

@@ -11,8 +11,10 @@ import time
 import uuid
 
 import httpx
-from conftest import SCALE, System, docker, wait_for
+from support import SCALE, System, docker
 from test_flows import ORDER
+
+from servicekit.testing.waiting import wait_until_sync
 
 PORTS = {"orders": 8003, "payments-gateway": 8004}
 # The gateway limits each client to 20 requests a second (burst 40): stay below it.
@@ -64,7 +66,7 @@ def assert_confirmed_and_charged_once(system: System, order_ids: list[str]) -> N
                 for order_id in order_ids
             )
 
-        wait_for(all_confirmed, timeout=180, interval=2, what="every order to be confirmed")
+        wait_until_sync(all_confirmed, timeout=180, interval=2, what="every order to be confirmed")
     ledger = system.ledger()
     for order_id in order_ids:
         charges = [e for e in ledger if e.get("type") == "charge" and order_id in str(e)]
@@ -128,7 +130,7 @@ def test_killing_a_replica_under_load_loses_no_order(system: System) -> None:
     for victim in victims:
         docker("start", victim)
     for victim in victims:
-        wait_for(
+        wait_until_sync(
             lambda victim=victim: (
                 system.inspect(victim)["State"].get("Health", {}).get("Status") == "healthy"
             ),
@@ -205,7 +207,7 @@ def test_stop_drains_a_replica_with_a_request_in_flight(system: System) -> None:
     assert state["ExitCode"] == 0, state
     assert stopped["seconds"] < grace
     docker("start", target)
-    wait_for(
+    wait_until_sync(
         lambda: system.inspect(target)["State"].get("Health", {}).get("Status") == "healthy",
         timeout=300,
         interval=2,

@@ -17,9 +17,9 @@ import httpx
 import pytest
 from playwright.sync_api import Page, Request, expect, sync_playwright
 
-from servicekit.testing.waiting import eventually
+from servicekit.testing.waiting import wait_until_sync
 
-from .conftest import System
+from .support import System
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
@@ -48,7 +48,7 @@ def registered_user(system: System) -> str:
     def profile_exists() -> bool:
         return httpx.get(f"{gateway}/users/me", headers=headers).status_code == 200
 
-    assert eventually(profile_exists, timeout=15), "the profile was not created"
+    wait_until_sync(profile_exists, timeout=15, what="the profile to be created")
     return email
 
 

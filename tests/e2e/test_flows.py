@@ -12,9 +12,9 @@ from typing import Any
 import httpx
 import pytest
 
-from servicekit.testing.waiting import eventually
+from servicekit.testing.waiting import wait_until_sync
 
-from .conftest import System
+from .support import System
 
 PASSWORD = "correct horse battery staple 42"
 
@@ -52,7 +52,7 @@ def register(api: httpx.Client, name: str = "Ada", *, email: str | None = None) 
     assert tokens.status_code == 200, tokens.text
     body = tokens.json()
     user = User(created.json()["id"], email, body["access_token"], body["refresh_token"])
-    assert eventually(lambda: api.get("/users/me", headers=user.auth).status_code == 200, 5)
+    wait_until_sync(lambda: api.get("/users/me", headers=user.auth).status_code == 200, timeout=5)
     return user
 
 
@@ -75,8 +75,12 @@ def order_status(api: httpx.Client, user: User, order_id: str) -> str:
 
 def wait_status(
     api: httpx.Client, user: User, order_id: str, status: str, timeout: float = 10
-) -> bool:
-    return bool(eventually(lambda: order_status(api, user, order_id) == status, timeout))
+) -> None:
+    wait_until_sync(
+        lambda: order_status(api, user, order_id) == status,
+        timeout=timeout,
+        what=f"order {order_id} to be {status}",
+    )
 
 
 def ledger_for(simulator: httpx.Client, order_id: str) -> list[dict[str, Any]]:
@@ -101,7 +105,7 @@ class TestOrderSaga:
         assert order["status"] == "pending"
         assert order["total_amount"] == "21.00"
         started = time.monotonic()
-        assert wait_status(api, user, order["id"], "confirmed", timeout=5)
+        wait_status(api, user, order["id"], "confirmed", timeout=5)
         assert time.monotonic() - started < 1.0  # SYSTEM.md: confirmed within a second
 
         entries = ledger_for(simulator, order["id"])
@@ -113,7 +117,7 @@ class TestOrderSaga:
             items = api.get("/notifications", headers=user.auth).json()["items"]
             return items if len(items) >= 2 and all(i["status"] == "sent" for i in items) else []
 
-        notifications = eventually(two_notifications, 10)
+        notifications = wait_until_sync(two_notifications, timeout=10, what="two notifications")
         assert notifications, api.get("/notifications", headers=user.auth).text
         assert {n["event_type"] for n in notifications} == {"user.registered", "order.confirmed"}
         sink = httpx.get(f"http://127.0.0.1:{system.ports['SMTP_SINK_HTTP']}/messages").json()
@@ -130,7 +134,7 @@ class TestOrderSaga:
             items = api.get("/notifications", headers=user.auth).json()["items"]
             return items if items and all(i["status"] == "sent" for i in items) else []
 
-        assert eventually(sent, 10), api.get("/notifications", headers=user.auth).text
+        wait_until_sync(sent, timeout=10, what="the notifications sent")
         sink = httpx.get(f"http://127.0.0.1:{system.ports['SMTP_SINK_HTTP']}/messages").json()
         mine = [m for m in sink if m["rcpt_tos"] == [f"{local}@xn--bcher-kva.example"]]
         assert [m["subject"] for m in mine] == ["Welcome, Zoë"]
@@ -140,7 +144,7 @@ class TestOrderSaga:
     ) -> None:
         user = register(api)
         order = place_order(api, user, token="tok_decline_insufficient_funds").json()
-        assert wait_status(api, user, order["id"], "failed")
+        wait_status(api, user, order["id"], "failed")
         payment = api.get(f"/payments?order_id={order['id']}", headers=user.auth).json()["items"][0]
         assert payment["status"] == "failed"
         assert payment["reason"] == "declined"
@@ -157,7 +161,7 @@ class TestOrderSaga:
         assert first.json() == second.json()
         other = place_order(api, user, key=key, currency="EUR")
         assert other.status_code == 409
-        assert wait_status(api, user, first.json()["id"], "confirmed")
+        wait_status(api, user, first.json()["id"], "confirmed")
         orders = api.get("/orders", headers=user.auth).json()["items"]
         assert [o["id"] for o in orders] == [first.json()["id"]]
         assert len(ledger_for(simulator, first.json()["id"])) == 1
@@ -167,11 +171,11 @@ class TestOrderSaga:
     ) -> None:
         user = register(api)
         order = place_order(api, user).json()
-        assert wait_status(api, user, order["id"], "confirmed")
+        wait_status(api, user, order["id"], "confirmed")
         cancelled = api.post(f"/orders/{order['id']}/cancel", headers=user.auth)
         assert cancelled.status_code == 200, cancelled.text
         assert cancelled.json()["status"] == "refund_pending"
-        assert wait_status(api, user, order["id"], "refunded")
+        wait_status(api, user, order["id"], "refunded")
         entries = ledger_for(simulator, order["id"])
         assert sorted(e["type"] for e in entries) == ["charge", "refund"]
         again = api.post(f"/orders/{order['id']}/cancel", headers=user.auth)
@@ -195,7 +199,9 @@ class TestOrderSaga:
                 "refund",
             ]
 
-        assert eventually(charged_and_refunded, 30), ledger_for(simulator, order["id"])
+        wait_until_sync(
+            charged_and_refunded, timeout=30, what="a charge and its refund in the ledger"
+        )
         assert order_status(api, user, order["id"]) == "cancelled"
 
     def test_flaky_provider_every_order_confirmed_exactly_one_charge_each(
@@ -213,7 +219,7 @@ class TestOrderSaga:
             page = api.get("/orders?status=confirmed&limit=100", headers=user.auth).json()
             return len(page["items"]) == len(ids)
 
-        assert eventually(all_confirmed, 120, 1.0)
+        wait_until_sync(all_confirmed, timeout=120, interval=1.0, what="all confirmed")
         simulator.put("/__admin/faults", json={"error_rate": 0, "latency_ms": 0})
         charges = [
             e
@@ -242,7 +248,7 @@ class TestRevocationAndDeletion:
                 and api.get("/orders", headers=user.auth).status_code == 401
             )
 
-        assert eventually(refused_everywhere, 3, 0.05)
+        wait_until_sync(refused_everywhere, timeout=3, interval=0.05, what="refused everywhere")
         assert time.monotonic() - started < 1.5
 
     def test_deleted_user_cannot_log_in_or_use_their_token(self, api: httpx.Client) -> None:
@@ -257,19 +263,19 @@ class TestRevocationAndDeletion:
                 and api.get("/notifications", headers=user.auth).status_code == 401
             )
 
-        assert eventually(locked_out, 5)
+        wait_until_sync(locked_out, timeout=5, what="locked out")
 
 
 class TestObjectLevelAuthorization:
     def test_another_users_resources_are_404_everywhere(self, api: httpx.Client) -> None:
         owner, intruder = register(api, "Owner"), register(api, "Intruder")
         order = place_order(api, owner).json()
-        assert wait_status(api, owner, order["id"], "confirmed")
+        wait_status(api, owner, order["id"], "confirmed")
         payment = api.get(f"/payments?order_id={order['id']}", headers=owner.auth).json()["items"][
             0
         ]
-        notifications = eventually(
-            lambda: api.get("/notifications", headers=owner.auth).json()["items"], 10
+        notifications = wait_until_sync(
+            lambda: api.get("/notifications", headers=owner.auth).json()["items"], timeout=10
         )
         assert api.get(f"/users/{owner.id}", headers=intruder.auth).status_code == 404
         assert api.get(f"/orders/{order['id']}", headers=intruder.auth).status_code == 404
@@ -301,7 +307,7 @@ class TestCorrelation:
             headers={**user.auth, "X-Request-ID": correlation},
         )
         assert response.status_code == 201
-        assert wait_status(api, user, response.json()["id"], "confirmed")
+        wait_status(api, user, response.json()["id"], "confirmed")
 
         def in_all_logs() -> bool:
             logs = {
@@ -311,7 +317,7 @@ class TestCorrelation:
             }
             return all(correlation in text for text in logs.values())
 
-        assert eventually(in_all_logs, 10)
+        wait_until_sync(in_all_logs, timeout=10, what="in all logs")
 
 
 class TestScaledInstances:

@@ -12,9 +12,9 @@ from typing import Any
 import httpx
 import pytest
 
-from servicekit.testing.waiting import eventually
+from servicekit.testing.waiting import wait_until_sync
 
-from .conftest import System
+from .support import System
 
 FLOW_SERVICES = {
     "orders": "orders-",
@@ -98,7 +98,7 @@ def session(system: System) -> Session:
         assert refreshed.status_code == 200, refreshed.text
         tokens = refreshed.json()
         auth = {"Authorization": f"Bearer {tokens['access_token']}"}
-        assert eventually(lambda: api.get("/users/me", headers=auth).status_code == 200, 5)
+        wait_until_sync(lambda: api.get("/users/me", headers=auth).status_code == 200, timeout=5)
 
         order = api.post(
             "/orders",
@@ -122,7 +122,7 @@ def session(system: System) -> Session:
                 i["event_type"] == "order.confirmed" and i["status"] == "sent" for i in items
             )
 
-        assert eventually(emailed), api.get("/notifications", headers=auth).text
+        wait_until_sync(emailed, what="the emails sent")
         out = api.post(
             "/auth/logout", json={"refresh_token": tokens["refresh_token"]}, headers=auth
         )
@@ -132,7 +132,7 @@ def session(system: System) -> Session:
         lines = flow_lines(system, correlation_id)
         return all(handled(lines[service], step) for service, step in FLOW_STEPS.items())
 
-    assert eventually(complete), "the order's consumers never logged their work"
+    wait_until_sync(complete, what="the order's consumers to log their work")
     secrets = {
         "password": password,
         "wrong password": wrong_password,

@@ -11,9 +11,9 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from servicekit.testing.waiting import eventually
+from servicekit.testing.waiting import wait_until_sync
 
-from .conftest import SERVICES, System
+from .support import SERVICES, System
 
 PASSWORD = "metrics passphrase 1234"
 
@@ -67,7 +67,7 @@ def used(system: System) -> dict[str, list[Sample]]:
         login = api.post("/auth/login", json={"email": email, "password": PASSWORD})
         assert login.status_code == 200, login.text
         auth = {"Authorization": f"Bearer {login.json()['access_token']}"}
-        assert eventually(lambda: api.get("/users/me", headers=auth).status_code == 200, 5)
+        wait_until_sync(lambda: api.get("/users/me", headers=auth).status_code == 200, timeout=5)
         assert api.get("/users/me", headers=auth).status_code == 200
         assert api.get("/users/me", headers=auth).status_code == 200
         order = api.post(
@@ -85,7 +85,7 @@ def used(system: System) -> dict[str, list[Sample]]:
             got = api.get(f"/orders/{order.json()['id']}", headers=auth)
             return bool(got.json().get("status") == "confirmed")
 
-        assert eventually(confirmed), "the order was never confirmed"
+        wait_until_sync(confirmed, what="the order to be confirmed")
 
     throttle_until_refused(system)
 
@@ -94,7 +94,7 @@ def used(system: System) -> dict[str, list[Sample]]:
         return total(orders, "events_consumed_total", event_type="payment.succeeded") >= 1
 
     # The consumer counts after its ack, a moment after the state the API shows.
-    assert eventually(payment_results_counted, 5)
+    wait_until_sync(payment_results_counted, timeout=5, what="payment results counted")
     return {service: scrape(system, service) for service in SERVICES}
 
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from schemathesis.engine import Status, events, from_schema
 from schemathesis.schemas import BaseSchema
 
-from .conftest import RESULTS, ServiceResult
+from .support import RESULTS, ServiceResult
 
 
 @dataclass

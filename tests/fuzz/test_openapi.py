@@ -13,9 +13,9 @@ from typing import Any
 
 import httpx
 import pytest
-from e2e.conftest import System
+from e2e.support import System
 
-from .conftest import SERVICES
+from .support import SERVICES
 
 METHODS = ("get", "put", "post", "patch", "delete")
 

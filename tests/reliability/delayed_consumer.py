@@ -15,7 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from servicekit.bus import Consumer, EventBus, ReceivedEvent, RetryLater
 from servicekit.db import create_engine, session_factory
 
-from .conftest import inbox, record_effect
+from .support import inbox, record_effect
 
 SERVICE = "delayed"
 PURPOSE = "deferring"

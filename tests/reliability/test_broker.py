@@ -23,11 +23,11 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from servicekit.bus import EventBus, ReceivedEvent
 from servicekit.events import new_envelope
 from servicekit.testing.plugin import close_connections
+from servicekit.testing.waiting import wait_until
 
-from .conftest import (
+from .support import (
     count_effects,
     duplicate_effects,
-    eventually,
     inbox,
     queue_counts,
     record_effect,
@@ -121,7 +121,7 @@ async def test_consumers_are_back_within_10s_of_a_connection_drop_and_the_backlo
     async def some_applied() -> bool:
         return await count_effects(engine) >= BEFORE_DROP // 2
 
-    assert await eventually(some_applied, timeout=10)
+    await wait_until(some_applied, timeout=10, what="some applied")
 
     outage = asyncio.create_task(publish(DURING_DROP))
     back_after = await drop_and_time_return(instances, exchange_name, queue)
@@ -135,10 +135,7 @@ async def test_consumers_are_back_within_10s_of_a_connection_drop_and_the_backlo
         ready = (await queue_counts(probe, [queue]))[queue][0]
         return ready == 0 and await count_effects(engine) >= total
 
-    assert await eventually(drained, timeout=30), (
-        f"{await count_effects(engine)} of {total} applied; "
-        f"queue (ready, consumers): {(await queue_counts(probe, [queue]))[queue]}"
-    )
+    await wait_until(drained, timeout=30, what=f"the queue drained and all {total} applied")
     await asyncio.sleep(0.5)  # redeliveries of what was unacked at the drop have arrived
     assert await count_effects(engine) == total
     assert await duplicate_effects(engine) == 0

@@ -28,9 +28,10 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from servicekit.bus import EventBus
 from servicekit.events import new_envelope
 from servicekit.testing.rabbitnodes import RabbitNode, rabbit_node
+from servicekit.testing.waiting import wait_until
 
-from .conftest import count_effects, duplicate_effects, eventually, queue_counts, user_event
 from .delayed_consumer import PURPOSE, SERVICE, consumer_for
+from .support import count_effects, duplicate_effects, queue_counts, user_event
 
 EVENTS = 300
 REPO = Path(__file__).resolve().parents[2]
@@ -74,9 +75,7 @@ async def all_applied_once(engine: AsyncEngine) -> None:
     async def done() -> bool:
         return await count_effects(engine) >= EVENTS
 
-    assert await eventually(done, timeout=120, interval=0.5), (
-        f"{await count_effects(engine)} of {EVENTS} events applied"
-    )
+    await wait_until(done, timeout=120, interval=0.5, what=f"all {EVENTS} events applied")
     await asyncio.sleep(1.0)  # bounded: no late duplicate arrives
     assert await count_effects(engine) == EVENTS
     assert await duplicate_effects(engine) == 0
@@ -97,7 +96,7 @@ async def test_messages_in_a_delay_queue_all_arrive_across_a_broker_restart(
     async def waiting() -> bool:
         return await delayed(bus, delay_queue) >= EVENTS // 2
 
-    assert await eventually(waiting, timeout=30), f"{await delayed(bus, delay_queue)} delayed"
+    await wait_until(waiting, timeout=30, what="the events waiting in the delay queue")
     # They expire while the node stops and starts, before the main queue is back.
     await asyncio.to_thread(node.stop_app)
     await asyncio.sleep(3.0)
@@ -140,13 +139,13 @@ async def test_messages_in_a_delay_queue_all_arrive_when_their_consumer_is_kille
                 return False
             return True
 
-        assert await eventually(declared, timeout=60, interval=0.5)
+        await wait_until(declared, timeout=60, interval=0.5, what="declared")
         await publish_all(producer)
 
         async def waiting() -> bool:
             return await delayed(bus, delay_queue) >= EVENTS // 2
 
-        assert await eventually(waiting, timeout=30)
+        await wait_until(waiting, timeout=30, what="waiting")
         os.killpg(first.pid, signal.SIGKILL)  # mid-stream: some held unacked, most waiting
         first.wait()
         second = start_consumer()

@@ -24,11 +24,11 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from servicekit.bus import HEADER_ATTEMPT, HEADER_REASON, Consumer, EventBus, ReceivedEvent
 from servicekit.events import EventEnvelope, UserRegistered, new_envelope
+from servicekit.testing.waiting import wait_until
 
-from .conftest import (
+from .support import (
     count_effects,
     duplicate_effects,
-    eventually,
     inbox,
     queue_counts,
     record_effect,
@@ -177,9 +177,7 @@ async def run_round(
         async def all_parked() -> bool:
             return probe.dead_lettered == len(poison)
 
-        assert await eventually(all_parked, timeout=10), (
-            f"{probe.dead_lettered} of {len(poison)} poison events parked"
-        )
+        await wait_until(all_parked, timeout=10, what=f"all {len(poison)} poison events parked")
         assert set(probe.tries) == set(poison)
         assert set(probe.tries.values()) == {TRIES}, "each poison event is tried exactly N times"
         assert probe.retried == (TRIES - 1) * len(poison)

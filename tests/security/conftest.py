@@ -6,7 +6,7 @@ from collections.abc import Iterator
 
 import httpx
 import pytest
-from e2e.conftest import System
+from e2e.support import System
 
 from servicekit.testing.forgery import Forger
 
@@ -42,9 +42,3 @@ def alice(api: httpx.Client) -> User:
 @pytest.fixture(scope="package")
 def bob(api: httpx.Client) -> User:
     return register(api, "Bob")
-
-
-def client_from(system: System, address: str) -> httpx.Client:
-    """A gateway client connecting from another loopback address: another client to nginx."""
-    transport = httpx.HTTPTransport(local_address=address)
-    return httpx.Client(base_url=system.gateway, timeout=15, transport=transport)

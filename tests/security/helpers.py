@@ -9,8 +9,9 @@ from dataclasses import dataclass
 from typing import Any
 
 import httpx
+from e2e.support import System
 
-from servicekit.testing.waiting import eventually
+from servicekit.testing.waiting import wait_until_sync
 
 PASSWORD = "correct horse battery staple 42"
 WEBHOOK_SIGNATURE_HEADER = "Provider-Signature"
@@ -44,8 +45,10 @@ def register(api: httpx.Client, name: str = "Ada", *, password: str = PASSWORD) 
     assert tokens.status_code == 200, tokens.text
     body = tokens.json()
     user = User(created.json()["id"], email, password, body["access_token"], body["refresh_token"])
-    assert eventually(lambda: api.get("/users/me", headers=user.auth).status_code == 200, 10), (
-        "the profile was not created from user.registered"
+    wait_until_sync(
+        lambda: api.get("/users/me", headers=user.auth).status_code == 200,
+        timeout=10,
+        what="the profile created from user.registered",
     )
     return user
 
@@ -81,3 +84,9 @@ def sign_webhook(secret: str, timestamp: int, body: bytes) -> str:
     ``"<t>." + body`` with the shared secret."""
     digest = hmac.new(secret.encode(), f"{timestamp}.".encode() + body, hashlib.sha256)
     return f"t={timestamp},v1={digest.hexdigest()}"
+
+
+def client_from(system: System, address: str) -> httpx.Client:
+    """A gateway client connecting from another loopback address: another client to nginx."""
+    transport = httpx.HTTPTransport(local_address=address)
+    return httpx.Client(base_url=system.gateway, timeout=15, transport=transport)

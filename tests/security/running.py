@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from e2e.conftest import System, cleanup, leftovers, start_system, stop_system
+from e2e.support import System, cleanup, leftovers, start_system, stop_system
 
 SHARING_PACKAGES = ("fuzz", "security")
 FIXTURE = "system"

@@ -12,7 +12,9 @@ from typing import Any
 import httpx
 import pytest
 
-from .helpers import User, assert_error_envelope, eventually, place_order
+from servicekit.testing.waiting import wait_until_sync
+
+from .helpers import User, assert_error_envelope, place_order
 
 
 @dataclass
@@ -34,16 +36,16 @@ def resources(api: httpx.Client, alice: User) -> AliceResources:
     placed = place_order(api, alice)
     assert placed.status_code == 201, placed.text
     order_id = placed.json()["id"]
-    payment = eventually(
+    payment = wait_until_sync(
         lambda: _first_item(api, f"/payments?order_id={order_id}", alice), timeout=15
     )
     assert payment, "no payment was made for Alice's order"
-    confirmed = eventually(
+    confirmed = wait_until_sync(
         lambda: api.get(f"/orders/{order_id}", headers=alice.auth).json()["status"] == "confirmed",
         timeout=15,
     )
     assert confirmed, "Alice's order was not confirmed"
-    notification = eventually(lambda: _first_item(api, "/notifications", alice), timeout=15)
+    notification = wait_until_sync(lambda: _first_item(api, "/notifications", alice), timeout=15)
     assert notification, "Alice got no notification"
     session = _first_item(api, "/auth/sessions", alice)
     assert session, "Alice has no session"

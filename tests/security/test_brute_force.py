@@ -7,10 +7,9 @@ import uuid
 
 import httpx
 import pytest
-from e2e.conftest import System
+from e2e.support import System
 
-from .conftest import client_from
-from .helpers import PASSWORD, User, assert_error_envelope, new_email, register
+from .helpers import PASSWORD, User, assert_error_envelope, client_from, new_email, register
 from .running import ADDRESS_MAX_FAILURES, EMAIL_MAX_FAILURES
 
 WINDOW_SECONDS = 900

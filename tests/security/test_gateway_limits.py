@@ -7,10 +7,9 @@ from collections.abc import Iterator
 
 import httpx
 import pytest
-from e2e.conftest import System
+from e2e.support import System
 
-from .conftest import client_from
-from .helpers import User, assert_error_envelope
+from .helpers import User, assert_error_envelope, client_from
 
 TOO_LARGE = b'{"name": "' + b"x" * (2 * 1024 * 1024) + b'"}'
 

@@ -10,8 +10,9 @@ import uuid
 import httpx
 
 from servicekit.testing.forgery import claims_of
+from servicekit.testing.waiting import wait_until_sync
 
-from .helpers import PASSWORD, User, assert_error_envelope, eventually, new_email, place_order
+from .helpers import PASSWORD, User, assert_error_envelope, new_email, place_order
 
 
 def _refused_or_ok(response: httpx.Response, ok: int) -> bool:
@@ -47,7 +48,7 @@ class TestRegister:
         assert claims["sub"] == created["id"]
         assert "admin" not in claims["roles"]
         token = {"Authorization": f"Bearer {login['access_token']}"}
-        assert eventually(lambda: api.get("/users/me", headers=token).status_code == 200)
+        wait_until_sync(lambda: api.get("/users/me", headers=token).status_code == 200)
         profile = api.get("/users/me", headers=token).json()
         assert profile["id"] == created["id"]
         assert "admin" not in profile["roles"]

@@ -16,9 +16,11 @@ from typing import Any
 
 import httpx
 import pytest
-from e2e.conftest import System
+from e2e.support import System
 
-from .helpers import User, eventually, place_order
+from servicekit.testing.waiting import wait_until_sync
+
+from .helpers import User, place_order
 
 SERVICES = {
     "auth": "auth",
@@ -144,7 +146,7 @@ class TestUrlsInFreeText:
         # The listener works: a connection to it is counted.
         with socket.create_connection(("127.0.0.1", listener.port), timeout=2):
             pass
-        assert eventually(lambda: listener.connections == 1, timeout=2)
+        wait_until_sync(lambda: listener.connections == 1, timeout=2)
         listener.connections = 0
 
         email = f"ssrf.{uuid.uuid4().hex[:8]}@example.com"
@@ -174,7 +176,7 @@ class TestUrlsInFreeText:
         assert api.get("/users/me", headers={**alice.auth, **hints}).status_code == 200
 
         # Give every consumer time to act on the events these caused (profile, email, charge).
-        settled = eventually(
+        settled = wait_until_sync(
             lambda: (
                 api.get(f"/orders/{order_id}", headers=alice.auth).json()["status"] != "pending"
             ),

@@ -12,13 +12,13 @@ from typing import Any
 import httpx
 import pytest
 
+from servicekit.testing.waiting import wait_until_sync
 from svctools.launcher import DEV_WEBHOOK_SECRET
 
 from .helpers import (
     WEBHOOK_SIGNATURE_HEADER,
     User,
     assert_error_envelope,
-    eventually,
     place_order,
     register,
     sign_webhook,
@@ -64,7 +64,7 @@ def settled(api: httpx.Client) -> SettledPayment:
         items = api.get(f"/payments?order_id={order_id}", headers=owner.auth).json()["items"]
         return items[0] if items and items[0]["status"] == "succeeded" else None
 
-    payment = eventually(succeeded, timeout=15)
+    payment = wait_until_sync(succeeded, timeout=15, what="succeeded")
     assert payment, "the payment did not succeed"
     return SettledPayment(owner, order_id, payment)
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import time
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
@@ -15,24 +14,12 @@ from opentelemetry.trace import SpanKind
 
 from servicekit.events import UserRegistered, new_envelope
 from servicekit.testing.tokens import TokenMinter
+from servicekit.testing.waiting import wait_until
 from svctools.smtp_sink import read_messages
 
-from .conftest import Databases, OrderFlow
+from .support import Databases, OrderFlow
 
 T = TypeVar("T")
-
-
-async def eventually(
-    probe: Callable[[], Awaitable[T | None]], *, timeout: float = 15.0, what: str
-) -> T:
-    deadline = time.monotonic() + timeout
-    while True:
-        result = await probe()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        await asyncio.sleep(0.05)
 
 
 def trace_id(span: ReadableSpan) -> str:
@@ -90,7 +77,7 @@ class TestOrderTrace:
             received = await asyncio.to_thread(read_messages, order_flow.sink.maildir)
             return [m for m in received if email in m.rcpt_tos]
 
-        await eventually(mail, what="the welcome email (notifications knows the user)")
+        await wait_until(mail, what="the welcome email (notifications knows the user)")
 
         created = await order_flow.orders.post(
             "/orders",
@@ -110,12 +97,12 @@ class TestOrderTrace:
             )
             return bool(got.json().get("status") == "confirmed")
 
-        await eventually(confirmed, what="the order to be confirmed")
+        await wait_until(confirmed, what="the order to be confirmed")
 
         async def emailed() -> bool:
             return len(await mail()) >= 2
 
-        await eventually(emailed, what="the order confirmation email")
+        await wait_until(emailed, what="the order confirmation email")
 
         def finished() -> list[ReadableSpan]:
             return list(span_exporter.get_finished_spans())
@@ -136,7 +123,7 @@ class TestOrderTrace:
             done = consumed("notifications", "order.confirmed")
             return spans if any(done(s) for s in spans) else []
 
-        spans = await eventually(notified, what="the order.confirmed span of notifications")
+        spans = await wait_until(notified, what="the order.confirmed span of notifications")
 
         names = sorted({s.name for s in spans})
         for service, event_type in (

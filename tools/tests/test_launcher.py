@@ -20,6 +20,7 @@ from typing import Protocol
 import httpx
 import pytest
 
+from servicekit.testing.waiting import wait_until
 from svctools.launcher import (
     ConfigError,
     Console,
@@ -108,14 +109,6 @@ def _answers(url: str) -> bool:
         return httpx.get(url, timeout=1.0, trust_env=False).status_code == 200
     except httpx.HTTPError:
         return False
-
-
-async def _eventually(check: Callable[[], bool], *, within: float, what: str) -> None:
-    deadline = time.monotonic() + within
-    while not check():
-        if time.monotonic() > deadline:
-            pytest.fail(f"not within {within} s: {what}")
-        await asyncio.sleep(0.05)
 
 
 def _quiet() -> tuple[Console, io.StringIO]:
@@ -522,13 +515,13 @@ class TestSupervisor:
             pid = supervisor.pid("web")
             return pid not in (None, first_pid) and _answers(f"http://127.0.0.1:{port}/")
 
-        await _eventually(restarted, within=10, what="web restarted and answering")
+        await wait_until(restarted, what="web restarted and answering", timeout=10)
         assert supervisor.restart_count("web") == 1
         messages = stream.getvalue()
         assert "web exited unexpectedly (killed by SIGKILL)" in messages
         assert "restarting in 0.1 s" in messages
-        await _eventually(
-            lambda: "web is ready again" in stream.getvalue(), within=5, what="ready announced"
+        await wait_until(
+            lambda: "web is ready again" in stream.getvalue(), what="ready announced", timeout=5
         )
         await supervisor.stop()
         assert not process_alive(first_pid)
@@ -560,8 +553,8 @@ class TestSupervisor:
         pid = supervisor.pid("flaky")
         assert pid is not None
         os.kill(pid, signal.SIGKILL)
-        await _eventually(
-            lambda: supervisor.restart_count("flaky") >= 4, within=15, what="four restarts"
+        await wait_until(
+            lambda: supervisor.restart_count("flaky") >= 4, what="four restarts", timeout=15
         )
         await supervisor.stop()
         delays = [
@@ -959,10 +952,10 @@ class TestLauncherEndToEnd:
         launcher, ports = await launch(FAKE_HANG="notifications_service")
         await launcher.wait_for("starting 8 processes", within=60)
         users_port = ports["USERS_PORT"]
-        await _eventually(
+        await wait_until(
             lambda: _answers(f"http://127.0.0.1:{users_port}/health/ready"),
-            within=30,
             what="users answering while notifications hangs",
+            timeout=30,
         )
         users = await _get_json(f"http://127.0.0.1:{users_port}/health/ready")
         launcher.process.send_signal(signal.SIGTERM)

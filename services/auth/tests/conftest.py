@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
-import aio_pika
 import httpx
 import pytest
 from fastapi import FastAPI
@@ -16,18 +15,7 @@ from auth_service.config import Settings
 from auth_service.main import create_app
 from servicekit.migrations import upgrade
 from servicekit.testing.plugin import Infra, serve_app
-from tests.helpers import GOOD_PASSWORD, new_email
-
-
-async def _bind_sink(amqp_url: str, exchange: str, queue: str) -> None:
-    connection = await aio_pika.connect(amqp_url)
-    async with connection:
-        channel = await connection.channel()
-        events = await channel.declare_exchange(exchange, aio_pika.ExchangeType.TOPIC, durable=True)
-        sink = await channel.declare_queue(
-            queue, durable=True, arguments={"x-max-length": 10_000, "x-overflow": "drop-head"}
-        )
-        await sink.bind(events, routing_key="#")
+from tests.helpers import GOOD_PASSWORD, Registrar, bind_sink, new_email
 
 
 @pytest.fixture(scope="session")
@@ -38,7 +26,7 @@ def settings(
     exchange = f"{infra.amqp_prefix}auth.events"
     # Stands in for the services that consume auth's events in the real system: without a
     # bound queue the broker returns them and the outbox would keep retrying.
-    asyncio.run(_bind_sink(infra.amqp_url, exchange, f"{infra.amqp_prefix}auth.downstream"))
+    asyncio.run(bind_sink(infra.amqp_url, exchange, f"{infra.amqp_prefix}auth.downstream"))
     upgrade(script_location=MIGRATIONS, database_url=url)
     return Settings(
         environment="test",
@@ -70,9 +58,6 @@ async def client(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
     """A client of a running auth app (lifespan, broker, relay, consumers)."""
     async with serve_app(create_app(settings)) as client:
         yield client
-
-
-Registrar = Callable[..., Awaitable[dict[str, str]]]
 
 
 @pytest.fixture

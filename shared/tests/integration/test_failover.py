@@ -14,9 +14,9 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from servicekit.bus import EventBus
 from servicekit.outbox import Outbox, OutboxRelay
 from servicekit.testing.rabbitnodes import RabbitCluster, RabbitNode, free_port
-from servicekit.testing.waiting import until
+from servicekit.testing.waiting import wait_until
 
-from .conftest import count_effects, outbox
+from .support import count_effects, outbox
 from .test_messaging import start_consumer, user_event
 
 pytestmark = pytest.mark.timeout(420)
@@ -44,14 +44,14 @@ async def on_another_node(bus: EventBus, cluster: RabbitCluster, left: RabbitNod
     def moved() -> bool:
         return bus.is_connected and bus.connection.url.port != left.amqp_port
 
-    assert await until(moved, timeout=RECONNECT_WITHIN, interval=0.05)
+    await wait_until(moved, timeout=RECONNECT_WITHIN, interval=0.05, what="moved")
     return time.monotonic() - started
 
 
 async def restart(node: RabbitNode, cluster: RabbitCluster) -> None:
     await asyncio.to_thread(node.start)
     everyone = sorted(n.nodename for n in cluster.nodes)
-    assert await until(lambda: cluster.running_nodes() == everyone, timeout=60, interval=0.5)
+    await wait_until(lambda: cluster.running_nodes() == everyone, timeout=60, interval=0.5)
 
 
 @pytest.fixture
@@ -120,7 +120,7 @@ class TestFailover:
             async def all_applied() -> bool:
                 return await count_effects(engine) == len(published)
 
-            assert await until(all_applied, timeout=90, interval=0.2)
+            await wait_until(all_applied, timeout=90, interval=0.2, what="all applied")
             for event_id in published:
                 assert await count_effects(engine, event_id) == 1
             assert await relay.backlog() == (0, 0.0)

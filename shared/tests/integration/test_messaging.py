@@ -26,8 +26,9 @@ from servicekit.bus import (
 from servicekit.events import UserRegistered, new_envelope
 from servicekit.outbox import Outbox, OutboxRelay
 from servicekit.testing.plugin import close_connections
+from servicekit.testing.waiting import wait_until
 
-from .conftest import count_effects, inbox, outbox, record_effect
+from .support import count_effects, inbox, outbox, record_effect
 
 FAST_RETRIES = (200, 400, 800)
 
@@ -39,15 +40,6 @@ def user_event(name: str = "Ada") -> UserRegistered:
         name=name,
         registered_at=datetime.now(UTC),
     )
-
-
-async def eventually(check: Callable[[], Awaitable[bool]], timeout: float = 10.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if await check():
-            return True
-        await asyncio.sleep(0.05)
-    return await check()
 
 
 async def drain(bus: EventBus, queue: str) -> list[aio_pika.abc.AbstractIncomingMessage]:
@@ -97,7 +89,7 @@ class TestPublishConsume:
         async def arrived() -> bool:
             return len(received) == 1
 
-        assert await eventually(arrived)
+        await wait_until(arrived, what="arrived")
         got = received[0]
         assert got.envelope == envelope
         assert got.data == data
@@ -146,7 +138,7 @@ class TestExactlyOnceEffects:
         async def both_done() -> bool:
             return await count_effects(engine) == 2
 
-        assert await eventually(both_done)
+        await wait_until(both_done, what="both done")
         await asyncio.sleep(0.3)
         assert await count_effects(engine, envelope.id) == 1
 
@@ -168,7 +160,7 @@ class TestExactlyOnceEffects:
         async def applied() -> bool:
             return await count_effects(engine, envelope.id) == 1
 
-        assert await eventually(applied)
+        await wait_until(applied, what="applied")
         await relay.stop()
         assert await relay.backlog() == (0, 0.0)
 
@@ -199,13 +191,13 @@ class TestExactlyOnceEffects:
             # The failed row waits out its backoff (a second) before it is tried again.
             return await relay.publish_pending() == 1
 
-        assert await eventually(republished, timeout=5)
+        await wait_until(republished, timeout=5, what="republished")
         assert sent == [str(envelope.id)]
 
         async def applied() -> bool:
             return await count_effects(engine, envelope.id) == 1
 
-        assert await eventually(applied)
+        await wait_until(applied, what="applied")
         await asyncio.sleep(0.5)  # the second copy has arrived and been ignored
         assert await count_effects(engine, envelope.id) == 1
 
@@ -228,7 +220,7 @@ class TestExactlyOnceEffects:
         async def applied() -> bool:
             return await count_effects(engine, envelope.id) == 1
 
-        assert await eventually(applied, timeout=5)
+        await wait_until(applied, timeout=5, what="applied")
         assert time.monotonic() - committed < 2.0
         await relay.stop()
 
@@ -303,14 +295,14 @@ class TestFailures:
         async def healthy_done() -> bool:
             return await count_effects(engine) == len(healthy)
 
-        assert await eventually(healthy_done, timeout=5)
+        await wait_until(healthy_done, timeout=5, what="healthy done")
         # The poison message is still being retried: the healthy ones did not wait for it.
         assert len(attempts[str(poison.id)]) < 4
 
         async def parked() -> bool:
             return len(attempts.get(str(poison.id), [])) == 4
 
-        assert await eventually(parked, timeout=10)
+        await wait_until(parked, timeout=10, what="parked")
         await asyncio.sleep(0.3)
         times = attempts[str(poison.id)]
         gaps = [b - a for a, b in itertools.pairwise(times)]
@@ -353,12 +345,12 @@ class TestFailures:
         async def good_done() -> bool:
             return await count_effects(engine, good.id) == 1
 
-        assert await eventually(good_done, timeout=5)
+        await wait_until(good_done, timeout=5, what="good done")
 
         async def all_parked() -> bool:
             return len(await drain_keep(bus, consumer.dlq_name)) == 4
 
-        assert await eventually(all_parked, timeout=5)
+        await wait_until(all_parked, timeout=5, what="all parked")
         dead = await drain(bus, consumer.dlq_name)
         reasons = [str(m.headers[HEADER_REASON]) for m in dead]
         assert all(r.startswith("malformed") for r in reasons)
@@ -387,7 +379,7 @@ class TestFailures:
         async def all_applied() -> bool:
             return await count_effects(engine) >= total
 
-        assert await eventually(all_applied, timeout=60)
+        await wait_until(all_applied, timeout=60, what="all applied")
         await asyncio.sleep(1)
         assert await count_effects(engine) == total
         for event_id in ids[:: total // 10]:
@@ -446,7 +438,7 @@ class TestOutboxBackoff:
         async def applied() -> bool:
             return await count_effects(engine, behind.id) == 1
 
-        assert await eventually(applied, timeout=10)
+        await wait_until(applied, timeout=10, what="applied")
         await relay.stop(flush_timeout=0)
         pending, _ = await relay.backlog()
         assert pending == 5  # kept, to be published once a queue is bound

@@ -13,9 +13,10 @@ from servicekit.db import create_engine
 from servicekit.events import UserRegistered, new_envelope
 from servicekit.outbox import Outbox
 from servicekit.testing.rabbitnodes import free_port
+from servicekit.testing.waiting import wait_until
 
-from .conftest import count_effects, metadata, record_effect
-from .test_messaging import eventually, start_consumer, user_event
+from .support import count_effects, metadata, record_effect
+from .test_messaging import start_consumer, user_event
 
 
 class TestDeadLetterOperations:
@@ -37,7 +38,7 @@ class TestDeadLetterOperations:
         async def parked() -> bool:
             return len(await operations.list_parked(infra.amqp_url, consumer.queue_name)) == 1
 
-        assert await eventually(parked, timeout=10)
+        await wait_until(parked, timeout=10, what="parked")
         listed = await operations.list_parked(infra.amqp_url, consumer.queue_name)
         assert listed[0].message_id == str(envelope.id)
         assert listed[0].event_type == "user.registered"
@@ -53,7 +54,7 @@ class TestDeadLetterOperations:
         async def applied() -> bool:
             return await count_effects(engine, envelope.id) == 1
 
-        assert await eventually(applied)
+        await wait_until(applied, what="applied")
         assert await operations.list_parked(infra.amqp_url, consumer.queue_name) == []
 
     async def test_a_cluster_address_list_is_served_by_the_node_that_answers(
@@ -70,7 +71,7 @@ class TestDeadLetterOperations:
         async def parked() -> bool:
             return len(await operations.list_parked(nodes, consumer.queue_name)) == 1
 
-        assert await eventually(parked, timeout=10)
+        await wait_until(parked, timeout=10, what="parked")
 
     async def test_purge_one_by_id(self, bus_factory: Any, sessions: Any, infra: Any) -> None:
         bus = await bus_factory("svc")
@@ -88,7 +89,7 @@ class TestDeadLetterOperations:
         async def both_parked() -> bool:
             return len(await operations.list_parked(infra.amqp_url, consumer.queue_name)) == 2
 
-        assert await eventually(both_parked)
+        await wait_until(both_parked, what="both parked")
         dropped = await operations.purge(infra.amqp_url, consumer.queue_name, "bad-0")
         assert [m.message_id for m in dropped] == ["bad-0"]
         left = await operations.list_parked(infra.amqp_url, consumer.queue_name)

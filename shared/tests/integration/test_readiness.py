@@ -8,7 +8,6 @@ published meanwhile wait in the service's queue and are applied once, exactly on
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
@@ -26,8 +25,9 @@ from servicekit.revocation import revocations
 from servicekit.runtime import ConsumerSpec, ServiceRuntime, create_service_app
 from servicekit.settings import ServiceSettings
 from servicekit.testing.plugin import Infra, serve_app
+from servicekit.testing.waiting import wait_until
 
-from .conftest import count_effects, effects, inbox, outbox, record_effect
+from .support import count_effects, effects, inbox, outbox, record_effect
 from .test_messaging import user_event
 
 PURPOSE = "effects"
@@ -91,16 +91,6 @@ class TcpProxy:
             pass
         finally:
             writer.transport.abort()
-
-
-async def eventually(
-    check: Callable[[], Awaitable[bool]], *, timeout: float = 15.0, what: str
-) -> None:
-    deadline = time.monotonic() + timeout
-    while not await check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        await asyncio.sleep(0.1)
 
 
 async def queue_counts(amqp_url: str, queue: str) -> tuple[int, int]:
@@ -202,7 +192,7 @@ class TestDatabaseOutage:
             async def unready() -> bool:
                 return (await ready(client)).status_code == 503
 
-            await eventually(unready, what="readiness to report the database down")
+            await wait_until(unready, what="readiness to report the database down")
             body = (await ready(client)).json()
             assert body["status"] == "unavailable"
             assert body["checks"]["database"].startswith("fail")
@@ -212,7 +202,7 @@ class TestDatabaseOutage:
                 _, consumers = await queue_counts(infra.amqp_url, queue)
                 return consumers == 0 and not any(c.consuming for c in runtime.running_consumers)
 
-            await eventually(paused, what="the consumers to stop")
+            await wait_until(paused, what="the consumers to stop")
 
             sent = [
                 new_envelope(user_event(f"backlog-{i}"), producer="tests") for i in range(BACKLOG)
@@ -223,7 +213,7 @@ class TestDatabaseOutage:
             async def others_applied() -> bool:
                 return await count_notes(tables, "other") == BACKLOG
 
-            await eventually(others_applied, what="the other service to apply every event")
+            await wait_until(others_applied, what="the other service to apply every event")
             assert (await ready(other_client)).status_code == 200
             await asyncio.sleep(1.0)
             waiting, consumers = await queue_counts(infra.amqp_url, queue)
@@ -235,14 +225,14 @@ class TestDatabaseOutage:
             async def ready_again() -> bool:
                 return (await ready(client)).status_code == 200
 
-            await eventually(ready_again, what="readiness after the database came back")
+            await wait_until(ready_again, what="readiness after the database came back")
 
             async def drained() -> bool:
                 waiting, consumers = await queue_counts(infra.amqp_url, queue)
                 applied = await count_effects(tables) - await count_notes(tables, "other")
                 return waiting == 0 and consumers == 1 and applied == BACKLOG
 
-            await eventually(drained, what="the backlog to be applied")
+            await wait_until(drained, what="the backlog to be applied")
             await asyncio.sleep(0.5)
             for envelope in sent:
                 assert await count_effects(tables, envelope.id) == 2, envelope.id

@@ -11,7 +11,7 @@ from sqlalchemy import func, insert, select, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from servicekit.retention import RetentionLoop, RetentionPolicy, purge
-from tests.integration.conftest import inbox, outbox
+from tests.integration.support import inbox, outbox
 
 NOW = datetime.now(UTC)
 

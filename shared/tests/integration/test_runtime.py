@@ -14,7 +14,7 @@ from servicekit.runtime import ServiceRuntime, create_service_app
 from servicekit.settings import ServiceSettings
 from servicekit.testing.plugin import serve_app
 
-from .conftest import inbox, outbox
+from .support import inbox, outbox
 
 
 class Settings(ServiceSettings):

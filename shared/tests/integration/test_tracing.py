@@ -14,9 +14,10 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 from servicekit import tracecontext
 from servicekit.bus import ReceivedEvent
 from servicekit.outbox import Outbox, OutboxRelay
+from servicekit.testing.waiting import wait_until
 
-from .conftest import outbox
-from .test_messaging import eventually, start_consumer, user_event
+from .support import outbox
+from .test_messaging import start_consumer, user_event
 
 
 class TestTracePropagation:
@@ -46,7 +47,7 @@ class TestTracePropagation:
         async def handled() -> bool:
             return len(seen) == 1
 
-        assert await eventually(handled)
+        await wait_until(handled, what="handled")
         await relay.stop()
         assert seen == [request_trace]
         spans = {s.name: s for s in exporter.get_finished_spans()}

@@ -22,7 +22,7 @@ import pytest
 
 from auth_service.config import Settings
 from servicekit.testing.rabbitnodes import free_port
-from servicekit.testing.waiting import eventually
+from servicekit.testing.waiting import wait_until_sync
 from tests.helpers import new_email
 
 from .faulty_app import FAULT_HEADER
@@ -56,7 +56,7 @@ def served(settings: Settings, *, log_json: bool, level: str, log: Path) -> Iter
             except httpx.TransportError:
                 return False
 
-        assert eventually(ready, timeout=60), "auth did not get ready"
+        wait_until_sync(ready, timeout=60, what="auth to get ready")
         with httpx.Client(base_url=url, timeout=30) as api:
             yield api
     finally:

@@ -14,8 +14,7 @@ from auth_service.config import Settings
 from auth_service.main import create_app
 from auth_service.models import Credential
 from servicekit.testing.plugin import serve_app
-from tests.conftest import Registrar
-from tests.helpers import GOOD_PASSWORD, new_email
+from tests.helpers import GOOD_PASSWORD, Registrar, new_email
 
 
 def _assert_token_pair(response: httpx.Response, settings: Settings, user_id: str) -> None:

@@ -16,8 +16,7 @@ from auth_service.config import Settings
 from auth_service.main import create_app
 from servicekit.events import SessionRevoked
 from servicekit.testing.plugin import serve_app
-from tests.conftest import Registrar
-from tests.helpers import GOOD_PASSWORD
+from tests.helpers import GOOD_PASSWORD, Registrar
 
 
 async def _login(client: httpx.AsyncClient, email: str, user_agent: str = "pytest") -> Any:

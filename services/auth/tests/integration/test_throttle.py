@@ -8,8 +8,7 @@ import pytest
 from auth_service.config import Settings
 from auth_service.main import create_app
 from servicekit.testing.plugin import serve_app
-from tests.conftest import Registrar
-from tests.helpers import GOOD_PASSWORD, new_address, new_email
+from tests.helpers import GOOD_PASSWORD, Registrar, new_address, new_email
 
 DEAD_REDIS = "redis://127.0.0.1:1/0"
 

@@ -21,8 +21,7 @@ from auth_service.config import Settings
 from auth_service.main import create_app
 from servicekit.testing.forgery import Forger
 from servicekit.testing.plugin import serve_app
-from tests.conftest import Registrar
-from tests.helpers import GOOD_PASSWORD
+from tests.helpers import GOOD_PASSWORD, Registrar
 
 PROTECTED = "/auth/sessions"
 

@@ -15,7 +15,7 @@ from svctools.smtp_sink import (  # type: ignore[import-untyped]
     read_messages,
 )
 
-from .conftest import Shop, new_email
+from .support import Shop, new_email
 from .test_smtp_connections import mailer_for
 
 IDN_DOMAIN = "bücher.example"

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import uuid
 
-from .conftest import Shop, eventually
+from servicekit.testing.waiting import wait_until
+
+from .support import Shop
 
 
 async def user_with_notifications(shop: Shop, orders: int) -> tuple[uuid.UUID, list[str]]:
@@ -18,7 +20,7 @@ async def user_with_notifications(shop: Shop, orders: int) -> tuple[uuid.UUID, l
         items = await shop.notifications(user_id)
         return items if len(items) == orders + 1 else None
 
-    items = await eventually(all_recorded, what="every notification to be recorded")
+    items = await wait_until(all_recorded, what="every notification to be recorded")
     return user_id, [str(item["id"]) for item in items]
 
 

@@ -12,9 +12,10 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from notifications_service import service
 from notifications_service.rendering import EmailRenderer
 from servicekit.events import UserRegistered, new_envelope
+from servicekit.testing.waiting import wait_until
 from svctools.smtp_sink import SmtpSink  # type: ignore[import-untyped]
 
-from .conftest import Shop, StartShop, eventually, new_email
+from .support import Shop, StartShop, new_email
 
 
 class TestWakeUp:
@@ -43,7 +44,7 @@ class TestSmtpOutage:
             items = await shop.notifications(user_id)
             return any(n["template"] == "order_confirmed" and n["attempts"] >= 2 for n in items)
 
-        await eventually(retried, what="failed attempts while SMTP is down")
+        await wait_until(retried, what="failed attempts while SMTP is down")
         pending = next(
             n for n in await shop.notifications(user_id) if n["template"] == "order_confirmed"
         )

@@ -21,7 +21,7 @@ from servicekit.events import (
 from servicekit.logging import captured_lines
 from servicekit.retention import RetentionPolicy, purge
 
-from .conftest import Shop
+from .support import Shop
 
 
 class TestWelcomeEmail:

@@ -10,8 +10,9 @@ import aio_pika
 from sqlalchemy import text
 
 from servicekit.events import UserDeleted, UserRegistered, UserUpdated
+from servicekit.testing.waiting import wait_until
 
-from .conftest import Shop, StartShop, eventually, new_email
+from .support import Shop, StartShop, new_email
 
 
 async def projected_email(shop: Shop, user_id: uuid.UUID) -> str | None:
@@ -39,7 +40,7 @@ class TestUserUpdated:
         async def updated() -> bool:
             return await projected_email(shop, user_id) == new_address
 
-        await eventually(updated, what="the update to be applied")
+        await wait_until(updated, what="the update to be applied")
         await shop.confirm_order(user_id)
 
         mail = await shop.wait_for_mail(new_address, "confirmed")
@@ -175,5 +176,5 @@ class TestOrderBeforeUser:
                         return message
                 return None
 
-            message = await eventually(parked, timeout=15, what="the order event in the DLQ")
+            message = await wait_until(parked, timeout=15, what="the order event in the DLQ")
         assert "RecipientUnknown" in str(message.headers["x-death-reason"])

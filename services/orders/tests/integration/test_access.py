@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 
-from tests.integration.conftest import Service
+from tests.integration.support import Service
 
 
 class TestOwnership:

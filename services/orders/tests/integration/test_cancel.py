@@ -8,7 +8,7 @@ from decimal import Decimal
 
 from servicekit.events import OrderCancelled, OrderRefundRequested, PaymentRefunded
 from servicekit.testing.capture import EventCapture
-from tests.integration.conftest import Publish, Service, confirm, of_order
+from tests.integration.support import Publish, Service, confirm, of_order
 
 
 class TestCancel:

@@ -12,7 +12,7 @@ from orders_service.errors import OrderConcurrentlyModified
 from orders_service.repository import OrderRepository
 from orders_service.service import save, transition
 from servicekit.testing.capture import EventCapture
-from tests.integration.conftest import Publish, Service, payment_succeeded
+from tests.integration.support import Publish, Service, payment_succeeded
 
 
 class TestOptimisticConcurrency:

@@ -8,7 +8,7 @@ from decimal import Decimal
 
 from servicekit.events import OrderCreated
 from servicekit.testing.capture import EventCapture
-from tests.integration.conftest import Service, of_order, order_body
+from tests.integration.support import Service, of_order, order_body
 
 
 class TestCreateOrder:

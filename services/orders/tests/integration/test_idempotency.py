@@ -10,7 +10,7 @@ from sqlalchemy import update
 
 from orders_service.models import IdempotencyRecord
 from servicekit.testing.capture import EventCapture
-from tests.integration.conftest import Service, of_user, order_body
+from tests.integration.support import Service, of_user, order_body
 
 
 def key() -> str:

@@ -13,7 +13,7 @@ from orders_service.main import create_app
 from servicekit.testing.capture import EventCapture
 from servicekit.testing.plugin import Infra, serve_app
 from servicekit.testing.tokens import TokenMinter
-from tests.integration.conftest import Publish, Service, confirm, of_order, routable
+from tests.integration.support import Publish, Service, confirm, of_order, routable
 
 # A bound a loaded machine keeps easily: stalled after 1 s, swept every 0.2 s, checked at 20 s.
 QUICK = {

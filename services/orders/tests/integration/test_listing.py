@@ -10,7 +10,7 @@ from typing import Any
 
 from sqlalchemy import event
 
-from tests.integration.conftest import Service, order_body
+from tests.integration.support import Service, order_body
 
 THREE_ITEMS = order_body(
     [

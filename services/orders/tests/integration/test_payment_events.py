@@ -16,7 +16,7 @@ from servicekit.events import (
     new_envelope,
 )
 from servicekit.testing.capture import EventCapture
-from tests.integration.conftest import Publish, Service, of_order, payment_succeeded
+from tests.integration.support import Publish, Service, of_order, payment_succeeded
 
 
 async def count(published: EventCapture, event_type: str, order_id: str) -> int:

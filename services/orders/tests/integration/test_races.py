@@ -28,7 +28,7 @@ from orders_service.models import Order
 from servicekit.bus import Handler
 from servicekit.events import EventData, PaymentFailed, UserDeleted
 from servicekit.testing.consuming import deliver
-from tests.integration.conftest import Service, order_body, payment_succeeded
+from tests.integration.support import Service, order_body, payment_succeeded
 
 ROUNDS = 25
 EVENT_FIRST, REQUESTS_FIRST = 0, 1  # round % 4; the other two rounds in four race the two

@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 
 from servicekit.events import OrderCancelled, UserDeleted
 from servicekit.testing.capture import EventCapture
-from tests.integration.conftest import Publish, Service, confirm, of_user
+from tests.integration.support import Publish, Service, confirm, of_user
 
 
 class TestUserDeleted:

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from tests.integration.conftest import Service, order_body
+from tests.integration.support import Service, order_body
 
 ITEM = {"sku": "SKU-1", "quantity": 1, "unit_price": "1.00"}
 

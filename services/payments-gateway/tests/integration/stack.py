@@ -34,6 +34,7 @@ from servicekit.events import (
 )
 from servicekit.testing.capture import EventCapture
 from servicekit.testing.tokens import TokenMinter
+from servicekit.testing.waiting import wait_until
 
 WEBHOOK_PATH = "/payments/webhooks/provider"
 
@@ -207,14 +208,13 @@ class Stack:
         self, order: OrderCreated, status: str, *, timeout: float = 10.0
     ) -> dict[str, Any]:
         """The order's payment once it reached ``status``."""
-        deadline = asyncio.get_running_loop().time() + timeout
-        while True:
+
+        async def reached() -> list[dict[str, Any]]:
             items = await self.payments_of(order)
-            if items and items[0]["status"] == status:
-                return items[0]
-            if asyncio.get_running_loop().time() > deadline:
-                raise AssertionError(f"payment never became {status}: {items}")
-            await asyncio.sleep(0.05)
+            return items if items and items[0]["status"] == status else []
+
+        [payment] = await wait_until(reached, timeout=timeout, what=f"the payment to be {status}")
+        return payment
 
 
 StackFactory = Callable[..., contextlib.AbstractAsyncContextManager[Stack]]

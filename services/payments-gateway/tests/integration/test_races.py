@@ -10,15 +10,20 @@ import asyncio
 from collections import Counter
 
 from servicekit.events import OrderCreated
+from servicekit.testing.waiting import wait_until
 from tests.integration.stack import Stack, StackFactory, a_refund_request
-from tests.integration.test_webhooks import charge_event, deliver, pending_payment, until
+from tests.integration.test_webhooks import charge_event, deliver, pending_payment
 
 ROUNDS = 10
 
 
 async def _settled_once(stack: Stack, order: OrderCreated) -> str:
     """The payment's final status, once exactly one event announced it."""
-    await until(lambda: stack.payment_of(order), lambda p: p["status"] != "pending")
+
+    async def settled() -> bool:
+        return (await stack.payment_of(order))["status"] != "pending"
+
+    await wait_until(settled, timeout=5, what="the payment settled")
     status = str((await stack.payment_of(order))["status"])
     await stack.wait_for(f"payment.{status}", order.order_id)
     await asyncio.sleep(0.3)  # a bounded "nothing else arrives" check

@@ -5,42 +5,29 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 import httpx
 import orjson
 
 from servicekit.events import OrderCreated
+from servicekit.testing.waiting import wait_until
 from svctools.simulator import sign_webhook
 from tests.integration.stack import WEBHOOK_PATH, Stack, StackFactory, an_order
-
-
-async def until(
-    read: Callable[[], Awaitable[dict[str, Any]]],
-    condition: Callable[[dict[str, Any]], bool],
-    *,
-    timeout: float = 5.0,
-) -> None:
-    """Poll ``read`` until ``condition`` holds."""
-    deadline = time.monotonic() + timeout
-    while not condition(value := await read()):
-        assert time.monotonic() < deadline, value
-        await asyncio.sleep(0.05)
 
 
 async def pending_payment(stack: Stack) -> tuple[OrderCreated, dict[str, Any]]:
     """An order whose charge the provider answered pending (its payment has the charge id)."""
     order = an_order(card="tok_pending")
     await stack.publish(order)
-    deadline = time.monotonic() + 10
-    while True:
+
+    async def charged() -> list[dict[str, Any]]:
         items = await stack.payments_of(order)
-        if items and items[0]["provider_reference"] is not None:
-            assert items[0]["status"] == "pending"
-            return order, items[0]
-        assert time.monotonic() < deadline, items
-        await asyncio.sleep(0.05)
+        return items if items and items[0]["provider_reference"] is not None else []
+
+    [payment] = await wait_until(charged, timeout=10, what="the pending charge's id recorded")
+    assert payment["status"] == "pending"
+    return order, payment
 
 
 def charge_event(order: OrderCreated, payment: dict[str, Any], *, kind: str = "succeeded") -> bytes:
@@ -90,7 +77,11 @@ class TestWebhookFromTheProvider:
             assert payment["status"] == "succeeded"
             [charge] = await stack.ledger(order.order_id)
             assert charge["status"] == "succeeded"
-            await until(stack.stats, lambda s: s["webhooks"]["delivered"] == 1)
+
+            async def delivered_once() -> bool:
+                return (await stack.stats())["webhooks"]["delivered"] == 1
+
+            await wait_until(delivered_once, timeout=5, what="the webhook delivered once")
 
     async def test_a_pending_charge_that_fails_later_fails_the_payment(self, stack: Stack) -> None:
         order = an_order(card="tok_pending_fail")

@@ -27,7 +27,7 @@ from users_service.config import Settings
 from users_service.models import User
 from users_service.schemas import UserRead
 
-from .conftest import UserSelects, create_profile, resources_of, runtime_of
+from .support import UserSelects, create_profile, resources_of, runtime_of
 
 DEAD_REDIS = "redis://127.0.0.1:1/0"
 TRANSACTION = ("BEGIN", "ROLLBACK", "COMMIT")

@@ -15,9 +15,10 @@ from fastapi import FastAPI
 from servicekit.events import UserDeleted, UserUpdated
 from servicekit.testing.plugin import serve_app
 from servicekit.testing.tokens import TokenMinter
+from servicekit.testing.waiting import wait_until
 from users_service.config import Settings
 
-from .conftest import create_profile, eventually
+from .support import create_profile
 
 
 @pytest.fixture
@@ -369,7 +370,7 @@ class TestDeleteProfile:
         async def token_refused() -> bool:
             return (await client.get("/users/me", headers=headers)).status_code == 401
 
-        await eventually(token_refused, timeout=3)
+        await wait_until(token_refused, timeout=3, what="token refused")
         again = await client.delete("/users/me", headers=token_minter.headers(user_id))
         assert again.status_code in {401, 404}
 

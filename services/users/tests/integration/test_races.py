@@ -26,7 +26,7 @@ from users_service.config import Settings
 from users_service.handlers import handle_user_registered
 from users_service.models import DeletedUser, User
 
-from .conftest import runtime_of
+from .support import runtime_of
 
 ROUNDS = 30
 

@@ -13,12 +13,12 @@ import shutil
 import socket
 import subprocess
 import tempfile
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from servicekit.testing.rabbitnodes import free_port
+from servicekit.testing.waiting import wait_until_sync
 
 
 class RedisNodeError(RuntimeError):
@@ -34,15 +34,6 @@ def _cli(port: int, *args: str, timeout: float = 10) -> str:
         check=False,
     )
     return result.stdout.strip()
-
-
-def wait_until(check: Callable[[], bool], what: str, timeout: float = 30) -> None:
-    """Poll ``check`` until it holds; raise RedisNodeError naming ``what`` on timeout."""
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            raise RedisNodeError(f"{what}: not within {timeout:g} s")
-        time.sleep(0.05)
 
 
 @dataclass
@@ -72,7 +63,9 @@ class RedisNode:
             stdout=log,
             stderr=subprocess.STDOUT,
         )
-        wait_until(lambda: self.cli("PING") == "PONG", f"redis on port {self.port}")
+        wait_until_sync(
+            lambda: self.cli("PING") == "PONG", timeout=30, what=f"redis on port {self.port}"
+        )
 
     def kill(self) -> None:
         """SIGKILL the process (its clients see their connections drop)."""
@@ -153,12 +146,14 @@ class SentinelSetup:
     def fail_over(self, timeout: float = 60) -> None:
         """Have the Sentinel promote the replica; return once it names the replica as master."""
         # Refused (NOGOODSLAVE) until the Sentinel has fresh INFO from the replica: ask again.
-        wait_until(
+        wait_until_sync(
             lambda: self.sentinel.cli("SENTINEL", "FAILOVER", self.service) == "OK",
-            "the Sentinel to accept a failover",
-            timeout,
+            timeout=timeout,
+            what="the Sentinel to accept a failover",
         )
-        wait_until(lambda: self.master_port() == self.replica.port, "the failover", timeout)
+        wait_until_sync(
+            lambda: self.master_port() == self.replica.port, timeout=timeout, what="the failover"
+        )
 
 
 @contextlib.contextmanager
@@ -171,9 +166,10 @@ def redis_sentinel(service: str = "primary") -> Iterator[SentinelSetup]:
             nodes.append(master)
             replica = _server(directory, "--replicaof", "127.0.0.1", str(master.port))
             nodes.append(replica)
-            wait_until(
+            wait_until_sync(
                 lambda: "master_link_status:up" in replica.cli("INFO", "replication"),
-                "the replica in sync",
+                timeout=30,
+                what="the replica in sync",
             )
             port = free_port()
             config = directory / "sentinel.conf"
@@ -187,9 +183,10 @@ def redis_sentinel(service: str = "primary") -> Iterator[SentinelSetup]:
             nodes.append(sentinel)
             sentinel.start()
             setup = SentinelSetup(master, replica, sentinel, service)
-            wait_until(
+            wait_until_sync(
                 lambda: str(replica.port) in sentinel.cli("SENTINEL", "replicas", service),
-                "the Sentinel to know the replica",
+                timeout=30,
+                what="the Sentinel to know the replica",
             )
             yield setup
 
@@ -223,8 +220,9 @@ def redis_cluster(masters: int = 3) -> Iterator[ClusterSetup]:
                 check=True,
             )
             for node in nodes:
-                wait_until(
+                wait_until_sync(
                     lambda node=node: "cluster_state:ok" in node.cli("CLUSTER", "INFO"),  # type: ignore[misc]
-                    f"cluster node {node.port} ready",
+                    timeout=30,
+                    what=f"cluster node {node.port} ready",
                 )
             yield ClusterSetup(nodes)
