@@ -12,7 +12,9 @@
 # Behind a TLS-intercepting proxy, pip inside the builds must trust its CA: the local base image
 # trusts the host's own added CAs (ENGINE_EXTRA_CA_DIR, by default update-ca-certificates'
 # directory). Only this test-only base image holds them; the Dockerfiles never copy them.
-set -euo pipefail
+# errtrace: the trap fires inside functions too. A grep that matches nothing exits 1, and under
+# pipefail that fails its pipeline: every grep pipeline that may find nothing ends in || true.
+set -Eeuo pipefail
 trap 'echo "engine: failed at line $LINENO: $BASH_COMMAND" >&2' ERR
 
 cd "$(dirname "$0")/../.."
@@ -149,7 +151,7 @@ up() {
 
 remove_engine_data() {
     [ -d "$STATE/engine" ] || return 0
-    grep -o " $STATE/engine/[^ ]*" /proc/mounts | sort -r | while read -r mount; do
+    { grep -o " $STATE/engine/[^ ]*" /proc/mounts || true; } | sort -r | while read -r mount; do
         umount -l "$mount" || true
     done
     rm -rf "$STATE/engine"
@@ -158,8 +160,9 @@ remove_engine_data() {
 # Rules and chains dockerd adds and never removes on exit.
 remove_iptables_rules() {
     for table in filter nat; do
-        iptables-save -t "$table" | grep -E '^-A ' | grep -E 'DOCKER|docker0|br-[0-9a-f]{12}' \
-            | grep -vE '^-A DOCKER' | while read -r _ rule; do
+        iptables-save -t "$table" | { grep -E '^-A ' || true; } \
+            | { grep -E 'DOCKER|docker0|br-[0-9a-f]{12}' || true; } \
+            | { grep -vE '^-A DOCKER' || true; } | while read -r _ rule; do
             # shellcheck disable=SC2086
             eval iptables -t "$table" -D $rule || true
         done
