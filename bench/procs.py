@@ -10,9 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import random
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -28,6 +26,7 @@ import httpx
 from servicekit.db import drop_database
 from servicekit.testing.plugin import delete_amqp_by_prefix
 from svctools.launcher import SERVICES, ProcessSpec, build_plan
+from svctools.ports import pick_block
 
 REPO = Path(__file__).resolve().parents[1]
 POSTGRES = os.environ.get("POSTGRES_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432")
@@ -63,27 +62,13 @@ def say(text: str) -> None:
     print(f"[bench {time.strftime('%H:%M:%S')}] {text}", file=sys.stderr, flush=True)
 
 
-def _free(port: int) -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        try:
-            sock.bind(("", port))  # the gateway listens on every address
-        except OSError:
-            return False
-    return True
-
-
 def pick_ports() -> dict[str, int]:
     """A block of free ports away from the defaults (8080, 8001-8005, 8090, 1025, 1080).
 
-    Below the kernel's ephemeral range (32768 and up), where an outgoing connection could take
-    one of them while the system starts, and below the end-to-end tests' range (20000 and up).
+    Below the end-to-end tests' and the chaos run's range (20000 and up), with room for a
+    second instance of each.
     """
-    for _ in range(200):
-        base = random.randrange(10000, 19800, 20)  # noqa: S311 - not cryptography
-        ports = {name: base + i for i, name in enumerate(PORT_NAMES)}
-        if all(_free(p) and _free(p + 100) for p in ports.values()):
-            return ports
-    raise RuntimeError("no free range of ports found")
+    return pick_block(PORT_NAMES, instances=dict.fromkeys(PORT_NAMES, 2), low=10000, high=19800)
 
 
 @dataclass

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import random
 import signal
 import socket
 import subprocess
@@ -19,6 +18,7 @@ import httpx
 
 from servicekit.db import drop_database
 from servicekit.testing.plugin import delete_amqp_by_prefix
+from svctools.ports import every_port, pick_block
 
 SERVICES = {
     "auth": ("AUTH", "auth"),
@@ -30,15 +30,6 @@ SERVICES = {
 REPO = Path(__file__).resolve().parents[2]
 POSTGRES = os.environ.get("TEST_POSTGRES_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432")
 AMQP = os.environ.get("TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")
-
-
-def _free(port: int) -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        try:
-            sock.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
 
 
 def _listening(port: int) -> bool:
@@ -84,16 +75,9 @@ def _pick_ports(instances: dict[str, int]) -> tuple[dict[str, int], list[int]]:
         "SMTP_SINK",
         "SMTP_SINK_HTTP",
     ]
-    for _ in range(200):
-        base = random.randrange(20000, 40000, 20)
-        ports = {name: base + i for i, name in enumerate(names)}
-        every = list(ports.values())
-        for service, count in instances.items():
-            env_name = SERVICES[service][0]
-            every += [ports[env_name] + 100 * k for k in range(1, count)]
-        if all(_free(p) for p in every):
-            return ports, every
-    raise RuntimeError("no free port range found")
+    counts = {SERVICES[service][0]: count for service, count in instances.items()}
+    ports = pick_block(names, instances=counts)
+    return ports, every_port(ports, counts)
 
 
 def start_system(tmp: Path, *, instances: dict[str, int], extra_env: dict[str, str]) -> System:

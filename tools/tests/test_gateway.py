@@ -22,6 +22,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
 from svctools import gateway
+from svctools.ports import is_free
 
 NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
 SERVICES = tuple(gateway.ROUTES)
@@ -31,15 +32,6 @@ def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
-
-
-def port_is_free(port: int) -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        try:
-            sock.bind(("0.0.0.0", port))  # noqa: S104 - where nginx listens
-        except OSError:
-            return False
-        return True
 
 
 def echo_app(instance: str) -> FastAPI:
@@ -481,12 +473,12 @@ class TestLifecycle:
         with running_gateway(tmp_path, upstreams) as running:
             workers = running.worker_pids()
             assert workers
-            assert not port_is_free(running.port)
+            assert not is_free(running.port)
             stop_nginx(running.process)
 
         assert running.process.returncode is not None
         assert all(not Path(f"/proc/{pid}").exists() for pid in workers)
-        assert port_is_free(running.port)
+        assert is_free(running.port)
         assert not (tmp_path / "nginx.pid").exists()
 
 

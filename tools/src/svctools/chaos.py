@@ -63,6 +63,7 @@ from servicekit.db import asyncpg_dsn, drop_database
 from servicekit.operations import outbox_backlog
 from servicekit.testing.rabbitnodes import RabbitNode, RabbitNodeError, free_port
 from svctools.launcher import SERVICES, ServiceDefinition
+from svctools.ports import pick_block
 from svctools.smtp_sink import read_messages
 
 REPO = Path(__file__).resolve().parents[3]
@@ -256,15 +257,6 @@ class System:
         return found
 
 
-def _free(port: int) -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        try:
-            sock.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
-
-
 def _pick_ports(instances: Mapping[str, int]) -> dict[str, int]:
     names = [
         "GATEWAY",
@@ -273,19 +265,8 @@ def _pick_ports(instances: Mapping[str, int]) -> dict[str, int]:
         "SMTP_SINK",
         "SMTP_SINK_HTTP",
     ]
-    chooser = random.SystemRandom()
-    for _ in range(200):
-        # Below the kernel's ephemeral range (32768 up), where a client connection of anything
-        # on the machine could take a port between this check and the service's bind.
-        base = chooser.randrange(20000, 32000, 20)
-        ports = {name: base + i for i, name in enumerate(names)}
-        every = list(ports.values())
-        for definition in SERVICES:
-            first = ports[definition.env_prefix.rstrip("_")]
-            every += [first + 100 * k for k in range(1, instances.get(definition.name, 1))]
-        if all(_free(port) for port in every):
-            return ports
-    raise RuntimeError("no free range of ports found")
+    counts = {d.env_prefix.rstrip("_"): instances.get(d.name, 1) for d in SERVICES}
+    return pick_block(names, instances=counts)
 
 
 async def start_system(
