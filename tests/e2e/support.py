@@ -9,7 +9,6 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,7 +17,8 @@ import httpx
 
 from servicekit.db import drop_database
 from servicekit.testing.plugin import delete_amqp_by_prefix
-from svctools.ports import every_port, pick_block
+from servicekit.testing.waiting import wait_until_sync
+from svctools.ports import SYSTEM_PORT_NAMES, every_port, pick_block
 
 SERVICES = {
     "auth": ("AUTH", "auth"),
@@ -64,19 +64,8 @@ class System:
 
 
 def _pick_ports(instances: dict[str, int]) -> tuple[dict[str, int], list[int]]:
-    names = [
-        "GATEWAY",
-        "AUTH",
-        "USERS",
-        "ORDERS",
-        "PAYMENTS",
-        "NOTIFICATIONS",
-        "SIMULATOR",
-        "SMTP_SINK",
-        "SMTP_SINK_HTTP",
-    ]
     counts = {SERVICES[service][0]: count for service, count in instances.items()}
-    ports = pick_block(names, instances=counts)
+    ports = pick_block(SYSTEM_PORT_NAMES, instances=counts)
     return ports, every_port(ports, counts)
 
 
@@ -107,17 +96,22 @@ def start_system(tmp: Path, *, instances: dict[str, int], extra_env: dict[str, s
         start_new_session=True,
     )
     system = System(namespace, tmp / "run", ports, instances, process, output, every)
-    deadline = time.monotonic() + 180
-    while time.monotonic() < deadline:
+
+    def ready() -> bool:
         if process.poll() is not None:
             cleanup(system)  # what it migrated before it died
             raise AssertionError(f"launcher exited early:\n{output.read_text()[-4000:]}")
-        if _all_ready(system):
-            return system
-        time.sleep(0.5)
-    stop_system(system)
-    cleanup(system)
-    raise AssertionError(f"system not ready in time:\n{output.read_text()[-4000:]}")
+        return _all_ready(system)
+
+    try:
+        wait_until_sync(ready, timeout=180, interval=0.5, what="the system to be ready")
+    except AssertionError:
+        if process.poll() is not None:
+            raise
+        stop_system(system)
+        cleanup(system)
+        raise AssertionError(f"system not ready in time:\n{output.read_text()[-4000:]}") from None
+    return system
 
 
 def _all_ready(system: System) -> bool:

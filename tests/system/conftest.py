@@ -29,11 +29,12 @@ from servicekit import tracecontext
 from servicekit.logging import reset_logging
 from servicekit.migrations import upgrade
 from servicekit.testing.plugin import Infra, serve_app
+from servicekit.testing.serving import serving
 from servicekit.testing.tokens import TokenMinter
 from svctools import simulator
 from svctools.smtp_sink import SmtpSink
 
-from .support import FAST_RETRIES, WEBHOOK_SECRET, Databases, OrderFlow, serving
+from .support import FAST_RETRIES, WEBHOOK_SECRET, Databases, OrderFlow
 
 
 @pytest.fixture(scope="session")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -17,6 +16,7 @@ from fastapi import FastAPI
 from servicekit.events import EventData, PaymentSucceeded
 from servicekit.runtime import ServiceRuntime
 from servicekit.testing.tokens import TokenMinter
+from servicekit.testing.waiting import wait_until
 
 
 def order_body(items: Any = None, *, currency: Any = "USD", **extra: Any) -> dict[str, Any]:
@@ -73,14 +73,12 @@ class Service:
         self, user_id: uuid.UUID, order_id: str, status: str, timeout: float = 5.0
     ) -> dict[str, Any]:
         """Poll the order until it has ``status`` (asserts it gets there in time)."""
-        deadline = asyncio.get_running_loop().time() + timeout
-        while True:
+
+        async def reached() -> dict[str, Any] | None:
             order = await self.get(user_id, order_id)
-            if order["status"] == status:
-                return order
-            if asyncio.get_running_loop().time() > deadline:
-                raise AssertionError(f"order stayed {order['status']!r}, expected {status!r}")
-            await asyncio.sleep(0.05)
+            return order if order["status"] == status else None
+
+        return await wait_until(reached, timeout=timeout, what=f"order {order_id} to be {status}")
 
 
 @contextlib.asynccontextmanager

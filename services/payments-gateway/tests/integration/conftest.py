@@ -15,9 +15,13 @@ import pytest
 
 from payments_gateway.config import Settings
 from payments_gateway.main import create_app
+from servicekit.testing.serving import loopback_socket, serving
 from servicekit.testing.tokens import TokenMinter
 from svctools import simulator
-from tests.integration.stack import WEBHOOK_PATH, Stack, StackFactory, bound_socket, serving
+from tests.integration.stack import WEBHOOK_PATH, Stack, StackFactory
+
+# Lifespan failures fail the test; shutdown waits at most 5 s for in-flight requests.
+SERVER_CONFIG = {"lifespan": "on", "timeout_graceful_shutdown": 5}
 
 
 @pytest.fixture
@@ -34,7 +38,8 @@ def start_stack(
     async def start(
         *, webhooks: bool = True, pending_delay: float = 0.5, **overrides: Any
     ) -> AsyncIterator[Stack]:
-        provider_sock, service_sock = bound_socket(), bound_socket()
+        # Bound before the apps are built, so each can be told the other's address.
+        provider_sock, service_sock = loopback_socket(), loopback_socket()
         provider_url = f"http://127.0.0.1:{provider_sock.getsockname()[1]}"
         service_url = f"http://127.0.0.1:{service_sock.getsockname()[1]}"
         service_settings = settings.model_copy(
@@ -46,8 +51,13 @@ def start_stack(
             pending_delay=pending_delay,
         )
         async with (
-            serving(provider_app, provider_sock),
-            serving(create_app(service_settings), service_sock),
+            serving(provider_app, provider_sock, lifespan="on", timeout_graceful_shutdown=5),
+            serving(
+                create_app(service_settings),
+                service_sock,
+                lifespan="on",
+                timeout_graceful_shutdown=5,
+            ),
             httpx.AsyncClient(base_url=service_url, timeout=10) as api,
             httpx.AsyncClient(base_url=provider_url, timeout=10) as provider,
         ):

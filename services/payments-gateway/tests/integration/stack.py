@@ -6,18 +6,14 @@ only in-process.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
-import socket
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
 import httpx
-import uvicorn
-from fastapi import FastAPI
 from sqlalchemy import func, select
 
 from payments_gateway.config import Settings
@@ -37,45 +33,6 @@ from servicekit.testing.tokens import TokenMinter
 from servicekit.testing.waiting import wait_until
 
 WEBHOOK_PATH = "/payments/webhooks/provider"
-
-
-class _Server(uvicorn.Server):
-    """A uvicorn server that leaves the test runner's signal handlers alone."""
-
-    @contextlib.contextmanager
-    def capture_signals(self) -> Iterator[None]:
-        yield
-
-
-def bound_socket() -> socket.socket:
-    # Bound before the apps are built, so each can be told the other's address; port 0 never
-    # collides with the fixed development ports.
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", 0))
-    return sock
-
-
-@contextlib.asynccontextmanager
-async def serving(app: FastAPI, sock: socket.socket) -> AsyncIterator[str]:
-    """Serve ``app`` on ``sock`` with uvicorn (lifespan included) until the block ends."""
-    config = uvicorn.Config(
-        app, lifespan="on", log_config=None, log_level="warning", timeout_graceful_shutdown=5
-    )
-    server = _Server(config)
-    task = asyncio.create_task(server.serve(sockets=[sock]))
-    while not server.started:
-        if task.done():
-            task.result()
-            raise RuntimeError("the server stopped during startup")
-        await asyncio.sleep(0.01)
-    host, port = sock.getsockname()[:2]
-    try:
-        yield f"http://{host}:{port}"
-    finally:
-        server.should_exit = True
-        await task
-        sock.close()
 
 
 def an_order(
