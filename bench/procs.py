@@ -26,21 +26,14 @@ import httpx
 from servicekit.db import drop_database
 from servicekit.testing.plugin import delete_amqp_by_prefix
 from svctools.launcher import SERVICES, ProcessSpec, build_plan
-from svctools.ports import pick_block
+from svctools.ports import SYSTEM_PORT_NAMES, pick_block
 
 REPO = Path(__file__).resolve().parents[1]
 POSTGRES = os.environ.get("POSTGRES_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432")
 AMQP = os.environ.get("AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")
+# The system's own block, then what only the bench starts.
 PORT_NAMES = (
-    "GATEWAY",
-    "AUTH",
-    "USERS",
-    "ORDERS",
-    "PAYMENTS",
-    "NOTIFICATIONS",
-    "SIMULATOR",
-    "SMTP_SINK",
-    "SMTP_SINK_HTTP",
+    *SYSTEM_PORT_NAMES,
     "HELLO",
     "USERS_NOCACHE",
     "P6_PAYMENTS",
@@ -198,7 +191,7 @@ class Bench:
         env = {
             key: value for key, value in os.environ.items() if not key.startswith(_FOREIGN_PREFIXES)
         }
-        env.update({f"{name}_PORT": str(ports[name]) for name in PORT_NAMES[:9]})
+        env.update({f"{name}_PORT": str(ports[name]) for name in SYSTEM_PORT_NAMES})
         env.update(
             SYSTEM_NAMESPACE=namespace,
             RUN_DIR=str(run_dir / "system"),

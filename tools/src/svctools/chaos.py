@@ -63,7 +63,7 @@ from servicekit.db import asyncpg_dsn, drop_database
 from servicekit.operations import outbox_backlog
 from servicekit.testing.rabbitnodes import RabbitNode, RabbitNodeError, free_port
 from svctools.launcher import SERVICES, ServiceDefinition
-from svctools.ports import pick_block
+from svctools.ports import SYSTEM_PORT_NAMES, pick_block
 from svctools.smtp_sink import read_messages
 
 REPO = Path(__file__).resolve().parents[3]
@@ -258,15 +258,8 @@ class System:
 
 
 def _pick_ports(instances: Mapping[str, int]) -> dict[str, int]:
-    names = [
-        "GATEWAY",
-        *(d.env_prefix.rstrip("_") for d in SERVICES),
-        "SIMULATOR",
-        "SMTP_SINK",
-        "SMTP_SINK_HTTP",
-    ]
     counts = {d.env_prefix.rstrip("_"): instances.get(d.name, 1) for d in SERVICES}
-    return pick_block(names, instances=counts)
+    return pick_block(SYSTEM_PORT_NAMES, instances=counts)
 
 
 async def start_system(

@@ -11,10 +11,20 @@ import random
 import socket
 from collections.abc import Mapping, Sequence
 
+from svctools.launcher import SERVICES
+
 # The kernel hands out client ports from here up: a block above it could lose a port to any
 # outgoing connection on the machine between the check and the service's bind.
 EPHEMERAL_START = 32768
 INSTANCE_STRIDE = 100
+# The launcher's ports, as ``<NAME>_PORT`` in its environment: a whole system's block.
+SYSTEM_PORT_NAMES = (
+    "GATEWAY",
+    *(definition.env_prefix.rstrip("_") for definition in SERVICES),
+    "SIMULATOR",
+    "SMTP_SINK",
+    "SMTP_SINK_HTTP",
+)
 
 
 def is_free(port: int) -> bool:
