@@ -42,8 +42,6 @@ from opentelemetry.trace.span import TraceState
 from opentelemetry.util.types import Attributes
 
 TRACER_NAME = "servicekit"
-_instrumented_redis = False
-_instrumented_asyncpg = False
 # The URL attributes of server spans, old and new semantic conventions; the query is dropped.
 _URL_ATTRIBUTES = ("http.url", "url.full", "http.target")
 _until_listened: list[Callable[[], None]] = []
@@ -188,13 +186,11 @@ def instrument_asyncpg() -> None:
     """
 
     def install() -> None:
-        global _instrumented_asyncpg
-        if _instrumented_asyncpg:
-            return
         from opentelemetry.instrumentation.asyncpg import AsyncPGInstrumentor
 
-        AsyncPGInstrumentor(capture_parameters=False).instrument()  # type: ignore[no-untyped-call]
-        _instrumented_asyncpg = True
+        instrumentor = AsyncPGInstrumentor(capture_parameters=False)  # type: ignore[no-untyped-call]
+        if not instrumentor.is_instrumented_by_opentelemetry:  # a singleton: once per process
+            instrumentor.instrument()
 
     when_listened(install)
 
@@ -203,13 +199,11 @@ def instrument_redis() -> None:
     """Spans for Redis commands (process-wide, once, from when spans are recorded)."""
 
     def install() -> None:
-        global _instrumented_redis
-        if _instrumented_redis:
-            return
         from opentelemetry.instrumentation.redis import RedisInstrumentor
 
-        RedisInstrumentor().instrument()
-        _instrumented_redis = True
+        instrumentor = RedisInstrumentor()
+        if not instrumentor.is_instrumented_by_opentelemetry:  # a singleton: once per process
+            instrumentor.instrument()
 
     when_listened(install)
 
